@@ -1,0 +1,29 @@
+"""The ``flagembed`` command line: thin commands that parse, call one public function, print."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from flagembed.cli import embed as _embed
+from flagembed.cli import models as _models
+
+app = typer.Typer(
+    name="flagembed",
+    help="Embed, search, rerank and evaluate with BGE-style models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("embed")(_embed.embed)
+app.command("demo")(_embed.demo)
+app.command("models")(_models.models)
+
+
+def main() -> None:
+    """Console entry point."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,26 @@
+"""Shared CLI options and output helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, NoReturn, Optional
+
+import typer
+
+Device = Annotated[Optional[str], typer.Option(help="Device, e.g. cpu or cuda:0 (default: first GPU, else CPU).")]
+DType = Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")]
+
+
+def emit_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print a plain aligned table."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    typer.echo("  ".join("-" * w for w in widths))
+    for row in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print an error and exit non-zero."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)

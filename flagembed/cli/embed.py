@@ -1,0 +1,79 @@
+"""``flagembed embed`` and ``flagembed demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flagembed.cli.common import Device, DType, emit_table, fail
+
+
+def embed(
+    model: str = typer.Option(..., "--model", "-m", help="Model name, hub id or local folder."),
+    input: Path = typer.Option(
+        ..., "--input", "-i", help="A .txt file (one text per line) or .jsonl (text or title+text)."
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to write the .npy array."),
+    queries: bool = typer.Option(False, "--queries", help="Treat inputs as queries (adds the query instruction)."),
+    instruction: Optional[str] = typer.Option(None, help="Instruction to prepend (overrides the model's)."),
+    field: str = typer.Option("text", help="JSONL field holding the text."),
+    batch_size: int = typer.Option(256, help="Items per batch."),
+    max_length: Optional[int] = typer.Option(None, help="Max tokens per text (longer texts are truncated)."),
+    max_tokens_per_batch: Optional[int] = typer.Option(None, help="Token budget per batch."),
+    truncate_dim: Optional[int] = typer.Option(None, help="Matryoshka dimension to keep."),
+    precision: str = typer.Option("float32", help="float32, int8, uint8, binary or ubinary."),
+    device: Device = None,
+    dtype: DType = "auto",
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
+) -> None:
+    """Embed a file of texts into a .npy array."""
+    from flagembed._io import read_texts, save_npy
+    from flagembed.inference import Embedder
+
+    try:
+        texts = read_texts(input, field=field)
+        emb = Embedder(
+            model,
+            batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch,
+            device=device,
+            dtype=dtype,
+            truncate_dim=truncate_dim,
+            show_progress=progress if progress is not None else True,
+        )
+        kwargs = {"precision": precision}
+        if max_length:
+            kwargs["max_length"] = max_length
+        if instruction is not None:
+            kwargs["instruction"] = instruction
+        vectors = emb.encode_queries(texts, **kwargs) if queries else emb.encode_corpus(texts, **kwargs)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        fail(str(exc))
+    save_npy(output, vectors)
+    typer.echo(f"wrote {output} shape={tuple(vectors.shape)} dtype={vectors.dtype}")
+    if emb.last_truncated:
+        typer.echo(f"{emb.last_truncated} of {len(texts)} inputs were truncated to the max length", err=True)
+
+
+def demo(
+    model: str = typer.Option("all-MiniLM-L6-v2", "--model", "-m", help="Model to run."),
+    top_k: int = typer.Option(3, help="Hits shown per claim."),
+    show: int = typer.Option(5, help="How many claims to print."),
+    device: Device = None,
+) -> None:
+    """Embed the bundled SciFact sample and show the best abstracts for example claims."""
+    from flagembed.demo import run_demo
+
+    result = run_demo(model, top_k=top_k, device=device)
+    for query, hits in list(zip(result.queries, result.hits))[:show]:
+        typer.echo(f"\nclaim: {query['text']}")
+        rows = [
+            [f"{score:.3f}", "yes" if doc["_id"] in query["relevant"] else "", doc["title"][:90]] for doc, score in hits
+        ]
+        emit_table(["score", "relevant", "abstract title"], rows)
+    typer.echo(
+        f"\n{len(result.queries)} claims over {result.docs} abstracts with {model}: "
+        f"recall@{result.top_k} = {result.recall_at_k:.3f} ({result.seconds:.1f} s)"
+    )

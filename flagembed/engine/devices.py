@@ -1,0 +1,76 @@
+"""Device and dtype selection."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DType = Literal["auto", "fp32", "fp16", "bf16"]
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+DeviceLike = str | int | torch.device | None
+
+
+def resolve_device(device: DeviceLike | Sequence[DeviceLike]) -> torch.device:
+    """Pick a device: ``None`` → first CUDA GPU, else MPS, else CPU; ints mean ``cuda:i``.
+
+    A list of several devices is accepted for FlagEmbedding compatibility; multi-device data
+    parallelism is not implemented yet, so the first one is used and a warning says so.
+    """
+    if isinstance(device, (list, tuple)):
+        if not device:
+            device = None
+        else:
+            if len(device) > 1:
+                warnings.warn(
+                    f"multi-device encoding is not supported yet; using only {device[0]!r} of {list(device)!r}",
+                    stacklevel=3,
+                )
+            device = device[0]
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda:0")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if isinstance(device, int):
+        return torch.device(f"cuda:{device}")
+    return torch.device(device)
+
+
+_warned_cpu_half = False
+
+
+def resolve_dtype(dtype: DType | torch.dtype | None, device: torch.device, preferred: str = "fp16") -> torch.dtype:
+    """Parameter dtype: ``auto`` → ``preferred`` on accelerators, fp32 on CPU.
+
+    Half precision on CPU is slow and inaccurate there, so asking for it warns once and uses fp32.
+    """
+    global _warned_cpu_half
+    if dtype is None or dtype == "auto":
+        chosen = torch.float32 if device.type == "cpu" else _DTYPES[preferred]
+    elif isinstance(dtype, torch.dtype):
+        chosen = dtype
+    elif dtype in _DTYPES:
+        chosen = _DTYPES[dtype]
+    else:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: auto, fp32, fp16, bf16")
+    if device.type == "cpu" and chosen != torch.float32:
+        if not _warned_cpu_half:
+            warnings.warn("half precision was asked for on CPU; using fp32 there", stacklevel=3)
+            _warned_cpu_half = True
+        chosen = torch.float32
+    return chosen

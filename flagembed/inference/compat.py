@@ -1,0 +1,171 @@
+"""FlagEmbedding-compatible names and argument spellings, mapped onto flagembed's classes.
+
+Switch by changing the import: ``from flagembed import FlagModel`` instead of
+``from FlagEmbedding import FlagModel``. Differences from the reference (all deliberate):
+outputs are float32 even under fp16; half precision is ignored on CPU; several ``devices``
+use the first one (multi-device pools are not implemented yet).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from flagembed.inference.embedder import Embedder
+from flagembed.models.registry import lookup
+
+
+def _dtype(use_fp16: bool, use_bf16: bool) -> str:
+    return "bf16" if use_bf16 else ("fp16" if use_fp16 else "fp32")
+
+
+class FlagModel(Embedder):
+    """``FlagEmbedding.FlagModel`` (encoder-only BGE/E5/GTE) with the reference's arguments and defaults."""
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str],
+        normalize_embeddings: bool = True,
+        use_fp16: bool = True,
+        use_bf16: bool = False,
+        query_instruction_for_retrieval: str | None = None,
+        query_instruction_format: str = "{}{}",
+        devices: Any = None,
+        pooling_method: str = "cls",
+        trust_remote_code: bool = False,
+        cache_dir: str | None = None,
+        batch_size: int = 256,
+        query_max_length: int = 512,
+        passage_max_length: int = 512,
+        convert_to_numpy: bool = True,
+        truncate_dim: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model_name_or_path,
+            pooling=pooling_method,  # type: ignore[arg-type]
+            normalize=normalize_embeddings,
+            # "" = no instruction: the reference applies only what it is given, never a registry default
+            query_instruction=query_instruction_for_retrieval or "",
+            query_instruction_format=query_instruction_format,
+            passage_instruction=kwargs.pop("passage_instruction_for_retrieval", None) or "",
+            passage_instruction_format=kwargs.pop("passage_instruction_format", None),
+            max_length=max(query_max_length, passage_max_length),
+            query_max_length=query_max_length,
+            passage_max_length=passage_max_length,
+            truncate_dim=truncate_dim,
+            batch_size=batch_size,
+            device=devices,
+            dtype=_dtype(use_fp16, use_bf16),  # type: ignore[arg-type]
+            cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+            **{
+                k: kwargs.pop(k)
+                for k in ("revision", "token", "local_files_only", "max_tokens_per_batch")
+                if k in kwargs
+            },
+        )
+        self.convert_to_numpy = convert_to_numpy
+        self.kwargs = kwargs
+        for key, value in kwargs.items():  # the reference keeps unknown kwargs as attributes
+            setattr(self, key, value)
+
+    def _fe_kwargs(self, batch_size: int | None, max_length: int | None, convert_to_numpy: bool | None) -> dict:
+        to_numpy = self.convert_to_numpy if convert_to_numpy is None else convert_to_numpy
+        out: dict[str, Any] = {"convert_to": "numpy" if to_numpy else "torch"}
+        if batch_size is not None:
+            out["batch_size"] = batch_size
+        if max_length is not None:
+            out["max_length"] = max_length
+        return out
+
+    def encode_queries(  # type: ignore[override]
+        self,
+        queries: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor:
+        return super().encode_queries(queries, **self._fe_kwargs(batch_size, max_length, convert_to_numpy), **kwargs)
+
+    def encode_corpus(  # type: ignore[override]
+        self,
+        corpus: Any,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor:
+        return super().encode_corpus(corpus, **self._fe_kwargs(batch_size, max_length, convert_to_numpy), **kwargs)
+
+    def encode(  # type: ignore[override]
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        convert_to_numpy: bool | None = None,
+        instruction: str | None = None,
+        instruction_format: str | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray | torch.Tensor:
+        merged = {**self._fe_kwargs(batch_size, max_length, convert_to_numpy), **kwargs}
+        return super().encode(sentences, instruction=instruction, instruction_format=instruction_format, **merged)
+
+
+# model_class values accepted by FlagAutoModel.from_finetuned, mapped to flagembed classes.
+_EMBEDDER_CLASSES: dict[str, type[Embedder]] = {"encoder-only-base": FlagModel}
+_KIND_TO_CLASS = {"embedder": "encoder-only-base"}
+
+
+class FlagAutoModel:
+    """``FlagEmbedding.FlagAutoModel``: pick the class and defaults from the registry by model name."""
+
+    def __init__(self) -> None:
+        raise OSError("FlagAutoModel is designed to be instantiated using FlagAutoModel.from_finetuned(...)")
+
+    @classmethod
+    def from_finetuned(
+        cls,
+        model_name_or_path: str,
+        model_class: str | None = None,
+        normalize_embeddings: bool = True,
+        use_fp16: bool = True,
+        use_bf16: bool = False,
+        query_instruction_for_retrieval: str | None = None,
+        devices: Any = None,
+        pooling_method: str | None = None,
+        trust_remote_code: bool | None = None,
+        query_instruction_format: str | None = None,
+        truncate_dim: int | None = None,
+        **kwargs: Any,
+    ) -> Embedder:
+        """Build the right embedder; unknown names need ``model_class`` (as in the reference)."""
+        spec = lookup(model_name_or_path)
+        if model_class is None:
+            if spec is None or spec.kind not in _KIND_TO_CLASS:
+                known = "registered" if spec else "unknown"
+                raise ValueError(
+                    f"model {model_name_or_path!r} is {known} but has no auto class here; pass model_class, "
+                    f"one of {sorted(_EMBEDDER_CLASSES)}"
+                )
+            model_class = _KIND_TO_CLASS[spec.kind]
+        if model_class not in _EMBEDDER_CLASSES:
+            raise ValueError(f"unknown model_class {model_class!r}; valid: {sorted(_EMBEDDER_CLASSES)}")
+        return _EMBEDDER_CLASSES[model_class](
+            model_name_or_path,
+            normalize_embeddings=normalize_embeddings,
+            use_fp16=use_fp16,
+            use_bf16=use_bf16,
+            query_instruction_for_retrieval=query_instruction_for_retrieval,
+            query_instruction_format=query_instruction_format or "{}{}",
+            devices=devices,
+            pooling_method=pooling_method or (spec.pooling if spec and spec.pooling else "cls"),
+            trust_remote_code=bool(trust_remote_code),
+            truncate_dim=truncate_dim,
+            **kwargs,
+        )

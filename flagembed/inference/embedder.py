@@ -1,0 +1,255 @@
+"""Embedder: dense text embeddings from any BGE/BERT/XLM-R/decoder checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from flagembed.engine import EngineConfig, Tokenized, resolve_device, resolve_dtype, run_batches, tokenize
+from flagembed.engine.devices import DeviceLike, DType
+from flagembed.inference.inputs import apply_instruction, as_corpus_list, as_text_list
+from flagembed.inference.quantize import Precision, quantize
+from flagembed.models import (
+    EncoderSettings,
+    HubOptions,
+    TextEncoder,
+    load_backbone,
+    load_tokenizer,
+    resolve_model_path,
+    resolve_settings,
+)
+
+logger = logging.getLogger(__name__)
+
+ConvertTo = Literal["numpy", "torch"]
+
+
+class Embedder:
+    """Encode texts into dense vectors with a model's intended pooling, instructions and normalization.
+
+    Settings come from, in order: the arguments, the checkpoint's sentence-transformers config,
+    flagembed's model registry, and defaults (CLS pooling, L2 normalization, 512 tokens).
+
+    Example:
+        >>> emb = Embedder("all-MiniLM-L6-v2")
+        >>> q = emb.encode_queries(["what is BGE?"])
+        >>> d = emb.encode_corpus([{"title": "BGE", "text": "BAAI general embedding"}])
+        >>> scores = q @ d.T
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str],
+        *,
+        pooling: Literal["cls", "mean", "last_token"] | None = None,
+        normalize: bool | None = None,
+        query_instruction: str | None = None,
+        query_instruction_format: str | None = None,
+        passage_instruction: str | None = None,
+        passage_instruction_format: str | None = None,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+        passage_max_length: int | None = None,
+        truncate_dim: int | None = None,
+        batch_size: int = 256,
+        max_tokens_per_batch: int | None = None,
+        device: DeviceLike | Sequence[DeviceLike] = None,
+        dtype: DType | torch.dtype = "auto",
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool | None = None,
+        trust_remote_code: bool | None = None,
+        show_progress: bool | None = None,
+    ) -> None:
+        hub = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+        path = resolve_model_path(model_name_or_path, hub)
+        self.settings: EncoderSettings = resolve_settings(
+            model_name_or_path,
+            path,
+            pooling=pooling,
+            normalize=normalize,
+            max_length=max_length,
+            query_instruction=query_instruction,
+            query_instruction_format=query_instruction_format,
+            passage_instruction=passage_instruction,
+            passage_instruction_format=passage_instruction_format,
+            truncate_dim=truncate_dim,
+            revision=revision,
+        )
+        spec = self.settings.spec
+        remote = trust_remote_code if trust_remote_code is not None else bool(spec and spec.trust_remote_code)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
+        self.tokenizer = load_tokenizer(path, trust_remote_code=remote)
+        backbone = load_backbone(path, dtype=self.dtype, trust_remote_code=remote)
+        self.encoder = TextEncoder(
+            backbone, self.settings.pooling, self.settings.normalize, self.settings.truncate_dim
+        ).to(self.device)
+        self.encoder.eval()
+        self.max_length = self._cap_length(self.settings.max_length)
+        self.query_max_length = self._cap_length(query_max_length or self.max_length)
+        self.passage_max_length = self._cap_length(passage_max_length or self.max_length)
+        self.batch_size = batch_size
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self.show_progress = show_progress
+        self.last_truncated = 0  # how many inputs the latest call cut to max_length
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        """Output dimension (after ``truncate_dim``)."""
+        hidden = self.encoder.hidden_size
+        return min(hidden, self.settings.truncate_dim) if self.settings.truncate_dim else hidden
+
+    @property
+    def engine_config(self) -> EngineConfig:
+        tok = self.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        return EngineConfig(
+            device=self.device,
+            batch_size=self.batch_size,
+            max_tokens_per_batch=self.max_tokens_per_batch,
+            pad_id=int(pad_id),
+            padding_side="left" if getattr(tok, "padding_side", "right") == "left" else "right",
+        )
+
+    def _cap_length(self, length: int) -> int:
+        if length < 1:
+            raise ValueError(f"max_length must be >= 1, got {length}")
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        positions = getattr(self.encoder.backbone.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and getattr(self.encoder.backbone.config, "model_type", "") in (
+            "xlm-roberta",
+            "roberta",
+            "camembert",
+        ):
+            positions -= 2  # RoBERTa-style position ids start after the padding index
+        for cap in (limit, positions):
+            if isinstance(cap, int) and 0 < cap < 1_000_000 and length > cap:
+                logger.warning("max_length %d exceeds the model's limit %d; using %d", length, cap, cap)
+                length = cap
+        return length
+
+    # ------------------------------------------------------------------ public API
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        instruction: str | None = None,
+        instruction_format: str | None = None,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        convert_to: ConvertTo = "numpy",
+        precision: Precision = "float32",
+        ranges: np.ndarray | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray | torch.Tensor:
+        """Embed texts as they are (plus ``instruction`` if given).
+
+        Texts longer than ``max_length`` tokens are truncated (``self.last_truncated`` counts them).
+        A single string returns a 1-D vector; an empty list returns shape ``(0, dim)``.
+
+        Args:
+            texts: a string or a list of strings.
+            precision: ``float32`` or a quantized form (``int8``, ``uint8``, ``binary``, ``ubinary``);
+                see :mod:`flagembed.inference.quantize` for the calibration (``ranges``).
+            convert_to: ``numpy`` (float32 array) or ``torch`` (float32 tensor; float32 precision only).
+
+        Raises:
+            TypeError: an item is not a string (the message names its index).
+        """
+        items, single = as_text_list(texts)
+        items = apply_instruction(items, instruction, instruction_format or "{}{}")
+        emb = self._encode_texts(
+            items,
+            max_length=self._cap_length(max_length) if max_length else self.passage_max_length,
+            batch_size=batch_size,
+            normalize=normalize,
+            truncate_dim=truncate_dim,
+            show_progress=show_progress,
+        )
+        return self._convert(emb, single, convert_to, precision, ranges)
+
+    def encode_queries(self, queries: str | Sequence[str], **kwargs: Any) -> np.ndarray | torch.Tensor:
+        """Embed queries with the model's query instruction and ``query_max_length``."""
+        kwargs.setdefault("max_length", self.query_max_length)
+        kwargs.setdefault("instruction", self.settings.query_instruction)
+        kwargs.setdefault("instruction_format", self.settings.query_instruction_format)
+        return self.encode(queries, **kwargs)
+
+    def encode_corpus(self, corpus: Any, **kwargs: Any) -> np.ndarray | torch.Tensor:
+        """Embed passages (strings or ``{"title","text"}`` dicts) with the passage instruction, if any."""
+        texts, single = as_corpus_list(corpus)
+        kwargs.setdefault("max_length", self.passage_max_length)
+        kwargs.setdefault("instruction", self.settings.passage_instruction)
+        kwargs.setdefault("instruction_format", self.settings.passage_instruction_format)
+        return self.encode(texts[0] if single else texts, **kwargs)
+
+    # ------------------------------------------------------------------ internals
+    def tokenize(self, texts: Sequence[str], max_length: int) -> Tokenized:
+        """Token ids for ``texts`` (no padding), counting truncations in ``last_truncated``."""
+        tok = tokenize(self.tokenizer, texts, max_length)
+        self.last_truncated = tok.num_truncated
+        if tok.num_truncated:
+            logger.info("%d of %d inputs were truncated to %d tokens", tok.num_truncated, len(texts), max_length)
+        return tok
+
+    def _encode_texts(
+        self,
+        texts: list[str],
+        *,
+        max_length: int,
+        batch_size: int | None,
+        normalize: bool | None,
+        truncate_dim: int | None,
+        show_progress: bool | None,
+    ) -> np.ndarray:
+        if truncate_dim is not None and truncate_dim < 1:
+            raise ValueError(f"truncate_dim must be >= 1, got {truncate_dim}")
+        dim = min(truncate_dim or self.dim, self.dim)
+        if not texts:
+            self.last_truncated = 0
+            return np.zeros((0, dim), dtype=np.float32)
+        tok = self.tokenize(texts, max_length)
+        config = self.engine_config
+        if batch_size is not None:
+            config.batch_size = batch_size
+
+        def step(batch: Any) -> torch.Tensor:
+            return self.encoder(batch.input_ids, batch.attention_mask, normalize=normalize, truncate_dim=truncate_dim)
+
+        with torch.inference_mode():
+            return run_batches(
+                tok.ids,
+                step,
+                config,
+                show_progress=self.show_progress if show_progress is None else show_progress,
+                desc="Embedding",
+            )
+
+    def _convert(
+        self,
+        emb: np.ndarray,
+        single: bool,
+        convert_to: ConvertTo,
+        precision: Precision,
+        ranges: np.ndarray | None,
+    ) -> np.ndarray | torch.Tensor:
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"unknown convert_to {convert_to!r}; valid: numpy, torch")
+        out: np.ndarray | torch.Tensor = emb
+        if precision != "float32":
+            if convert_to == "torch":
+                raise ValueError("quantized precisions are returned as numpy arrays; use convert_to='numpy'")
+            out = quantize(emb, precision, ranges=ranges) if len(emb) else emb
+        elif convert_to == "torch":
+            out = torch.from_numpy(emb)
+        return out[0] if single else out

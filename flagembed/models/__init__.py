@@ -1,0 +1,39 @@
+"""Model loading, the registry of known checkpoints, pooling and the shared TextEncoder."""
+
+from flagembed.models.encoder import (
+    EncoderSettings,
+    TextEncoder,
+    load_backbone,
+    load_tokenizer,
+    resolve_settings,
+)
+from flagembed.models.loading import (
+    FolderConfig,
+    HubOptions,
+    packaged_model_path,
+    read_folder_config,
+    resolve_model_path,
+)
+from flagembed.models.pooling import POOLING_METHODS, finalize, last_token, pool
+from flagembed.models.registry import MODELS, ModelSpec, list_models, lookup
+
+__all__ = [
+    "MODELS",
+    "POOLING_METHODS",
+    "EncoderSettings",
+    "FolderConfig",
+    "HubOptions",
+    "ModelSpec",
+    "TextEncoder",
+    "finalize",
+    "last_token",
+    "list_models",
+    "load_backbone",
+    "load_tokenizer",
+    "lookup",
+    "packaged_model_path",
+    "pool",
+    "read_folder_config",
+    "resolve_model_path",
+    "resolve_settings",
+]

@@ -1,0 +1,166 @@
+"""TextEncoder: backbone + pooling + optional heads. Inference, training, evaluation and serving reuse it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flagembed._compat import dtype_kwargs
+from flagembed.models.loading import read_folder_config
+from flagembed.models.pooling import PoolingMethod, check_pooling, finalize, pool
+from flagembed.models.registry import ModelSpec, lookup
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Everything that decides what vector a text gets: recorded with indexes and evaluation results."""
+
+    name: str
+    path: str
+    pooling: PoolingMethod
+    normalize: bool
+    max_length: int
+    query_instruction: str | None = None
+    query_instruction_format: str = "{}{}"
+    passage_instruction: str | None = None
+    passage_instruction_format: str = "{}{}"
+    truncate_dim: int | None = None
+    revision: str | None = None
+    spec: ModelSpec | None = None
+
+    def with_overrides(self, **overrides: Any) -> EncoderSettings:
+        """A copy with the non-``None`` overrides applied."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def resolve_settings(
+    name_or_path: str | os.PathLike[str],
+    path: Path,
+    *,
+    pooling: str | None = None,
+    normalize: bool | None = None,
+    max_length: int | None = None,
+    query_instruction: str | None = None,
+    query_instruction_format: str | None = None,
+    passage_instruction: str | None = None,
+    passage_instruction_format: str | None = None,
+    truncate_dim: int | None = None,
+    revision: str | None = None,
+) -> EncoderSettings:
+    """Merge explicit arguments > the folder's sentence-transformers config > the registry > defaults."""
+    name = os.fspath(name_or_path)
+    spec = lookup(name)
+    folder = read_folder_config(path)
+    chosen_pooling = pooling or folder.pooling or (spec.pooling if spec else None) or "cls"
+    if normalize is None:
+        normalize = folder.normalize if folder.normalize is not None else (spec.normalize if spec else True)
+    if max_length is None:
+        max_length = folder.max_length or (spec.max_length if spec else None) or DEFAULT_MAX_LENGTH
+    if truncate_dim is not None and truncate_dim < 1:
+        raise ValueError(f"truncate_dim must be >= 1, got {truncate_dim}")
+    return EncoderSettings(
+        name=spec.name if spec else name,
+        path=str(path),
+        pooling=check_pooling(chosen_pooling),
+        normalize=bool(normalize),
+        max_length=int(max_length),
+        query_instruction=_first(query_instruction, folder.query_prompt, spec.query_instruction if spec else None),
+        query_instruction_format=query_instruction_format or (spec.query_instruction_format if spec else "{}{}"),
+        passage_instruction=_first(
+            passage_instruction, folder.passage_prompt, spec.passage_instruction if spec else None
+        ),
+        passage_instruction_format=passage_instruction_format or (spec.passage_instruction_format if spec else "{}{}"),
+        truncate_dim=truncate_dim,
+        revision=revision,
+        spec=spec,
+    )
+
+
+def _first(*values: str | None) -> str | None:
+    return next((v for v in values if v is not None), None)
+
+
+class TextEncoder(nn.Module):
+    """A transformer backbone whose token states are pooled into one vector per text.
+
+    Heads (e.g. BGE-M3's sparse and ColBERT heads) attach here so that one forward pass serves
+    every output; the loss never lives here.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        pooling: PoolingMethod = "cls",
+        normalize: bool = True,
+        truncate_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling: PoolingMethod = check_pooling(pooling)
+        self.normalize = normalize
+        self.truncate_dim = truncate_dim
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone.config.hidden_size)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Last-layer token states (B, L, H)."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return out[0] if not hasattr(out, "last_hidden_state") else out.last_hidden_state
+
+    def embed(
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+    ) -> torch.Tensor:
+        """Dense vectors (float32) from token states: pool → truncate → normalize."""
+        pooled = pool(hidden, attention_mask, self.pooling).float()
+        dim = truncate_dim if truncate_dim is not None else self.truncate_dim
+        return finalize(pooled, dim, self.normalize if normalize is None else normalize)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        """Dense embeddings (B, D) for a padded batch."""
+        hidden = self.hidden_states(input_ids, attention_mask, **kwargs)
+        return self.embed(hidden, attention_mask, normalize=normalize, truncate_dim=truncate_dim)
+
+
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
+    """The fast tokenizer of a checkpoint folder."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), use_fast=True, trust_remote_code=trust_remote_code)
+
+
+def load_backbone(
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """``AutoModel`` from a local folder (safetensors preferred by transformers), in eval mode."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(path), trust_remote_code=trust_remote_code, **dtype_kwargs(dtype), **kwargs)
+    return model.eval()

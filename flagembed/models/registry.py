@@ -1,0 +1,252 @@
+"""Registry of known checkpoints: one row of data per model, no code branching on names.
+
+Rows follow FlagEmbedding's auto-model table (REFERENCE.md §1.7) plus the model cards' recommended
+instructions and maximum lengths. Unknown models fall back to what the checkpoint folder says
+(sentence-transformers config) and finally to explicit arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal[
+    "embedder",
+    "m3",
+    "llm_embedder",
+    "icl_embedder",
+    "reranker",
+    "llm_reranker",
+    "layerwise_reranker",
+    "lightweight_reranker",
+]
+Pooling = Literal["cls", "mean", "last_token"]
+
+BGE_EN_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+BGE_ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
+LLM_EMBEDDER_QUERY = "Represent this query for retrieving relevant documents: "
+LLM_EMBEDDER_PASSAGE = "Represent this document for retrieval: "
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What flagembed knows about one published checkpoint."""
+
+    name: str
+    kind: Kind
+    pooling: Pooling | None = None
+    query_instruction: str | None = None
+    query_instruction_format: str = "{}{}"
+    passage_instruction: str | None = None
+    passage_instruction_format: str = "{}{}"
+    max_length: int = 512
+    normalize: bool = True
+    dim: int | None = None
+    dtype: Literal["fp32", "fp16", "bf16"] = "fp16"
+    trust_remote_code: bool = False
+    languages: tuple[str, ...] = ("en",)
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _bge(name: str, dim: int, lang: str, v15: bool) -> ModelSpec:
+    instruction = BGE_EN_INSTRUCTION if lang == "en" else BGE_ZH_INSTRUCTION
+    return ModelSpec(
+        name=f"BAAI/{name}",
+        kind="embedder",
+        pooling="cls",
+        query_instruction=instruction,
+        max_length=512,
+        dim=dim,
+        languages=(lang,),
+    )
+
+
+_SIZES = {"small": 384, "base": 768, "large": 1024}
+
+MODELS: tuple[ModelSpec, ...] = (
+    *(
+        _bge(f"bge-{size}-{lang}{suffix}", dim, lang, bool(suffix))
+        for size, dim in _SIZES.items()
+        for lang in ("en", "zh")
+        for suffix in ("", "-v1.5")
+    ),
+    ModelSpec(
+        name="BAAI/bge-m3",
+        kind="m3",
+        pooling="cls",
+        max_length=8192,
+        dim=1024,
+        languages=("multilingual",),
+    ),
+    ModelSpec(
+        name="BAAI/llm-embedder",
+        kind="embedder",
+        pooling="cls",
+        query_instruction=LLM_EMBEDDER_QUERY,
+        passage_instruction=LLM_EMBEDDER_PASSAGE,
+        dim=768,
+    ),
+    ModelSpec(
+        name="BAAI/bge-en-icl",
+        kind="icl_embedder",
+        pooling="last_token",
+        query_instruction_format="<instruct>{}\n<query>{}",
+        dim=4096,
+        dtype="fp16",
+    ),
+    ModelSpec(
+        name="BAAI/bge-multilingual-gemma2",
+        kind="llm_embedder",
+        pooling="last_token",
+        query_instruction_format="<instruct>{}\n<query>{}",
+        dim=3584,
+        dtype="bf16",
+        languages=("multilingual",),
+    ),
+    ModelSpec(
+        name="sentence-transformers/all-MiniLM-L6-v2",
+        kind="embedder",
+        pooling="mean",
+        max_length=256,
+        dim=384,
+        dtype="fp32",
+        aliases=("all-MiniLM-L6-v2",),
+    ),
+    *(
+        ModelSpec(
+            name=f"intfloat/e5-{size}-v2",
+            kind="embedder",
+            pooling="mean",
+            query_instruction="query: ",
+            passage_instruction="passage: ",
+            dim=dim,
+        )
+        for size, dim in _SIZES.items()
+    ),
+    *(
+        ModelSpec(
+            name=f"intfloat/multilingual-e5-{size}",
+            kind="embedder",
+            pooling="mean",
+            query_instruction="query: ",
+            passage_instruction="passage: ",
+            dim=dim,
+            languages=("multilingual",),
+        )
+        for size, dim in _SIZES.items()
+    ),
+    ModelSpec(
+        name="intfloat/e5-mistral-7b-instruct",
+        kind="llm_embedder",
+        pooling="last_token",
+        query_instruction_format="Instruct: {}\nQuery: {}",
+        dim=4096,
+        max_length=4096,
+    ),
+    *(ModelSpec(name=f"thenlper/gte-{size}", kind="embedder", pooling="mean", dim=dim) for size, dim in _SIZES.items()),
+    *(
+        ModelSpec(name=f"thenlper/gte-{size}-zh", kind="embedder", pooling="cls", dim=dim, languages=("zh",))
+        for size, dim in _SIZES.items()
+    ),
+    ModelSpec(
+        name="Alibaba-NLP/gte-base-en-v1.5",
+        kind="embedder",
+        pooling="cls",
+        dim=768,
+        max_length=8192,
+        trust_remote_code=True,
+    ),
+    ModelSpec(
+        name="Alibaba-NLP/gte-large-en-v1.5",
+        kind="embedder",
+        pooling="cls",
+        dim=1024,
+        max_length=8192,
+        trust_remote_code=True,
+    ),
+    ModelSpec(
+        name="Alibaba-NLP/gte-multilingual-base",
+        kind="embedder",
+        pooling="cls",
+        dim=768,
+        max_length=8192,
+        trust_remote_code=True,
+        languages=("multilingual",),
+    ),
+    *(
+        ModelSpec(
+            name=f"Qwen/Qwen3-Embedding-{size}",
+            kind="llm_embedder",
+            pooling="last_token",
+            query_instruction_format="Instruct: {}\nQuery:{}",
+            dim=dim,
+            max_length=8192,
+            dtype="bf16",
+            languages=("multilingual",),
+        )
+        for size, dim in (("0.6B", 1024), ("4B", 2560), ("8B", 4096))
+    ),
+    ModelSpec(
+        name="maidalun1020/bce-embedding-base_v1",
+        kind="embedder",
+        pooling="cls",
+        dim=768,
+        languages=("en", "zh"),
+    ),
+    # rerankers
+    ModelSpec(name="BAAI/bge-reranker-base", kind="reranker", languages=("en", "zh")),
+    ModelSpec(name="BAAI/bge-reranker-large", kind="reranker", languages=("en", "zh")),
+    ModelSpec(name="BAAI/bge-reranker-v2-m3", kind="reranker", max_length=8192, languages=("multilingual",)),
+    ModelSpec(name="BAAI/bge-reranker-v2-gemma", kind="llm_reranker", dtype="bf16", languages=("multilingual",)),
+    ModelSpec(
+        name="BAAI/bge-reranker-v2-minicpm-layerwise",
+        kind="layerwise_reranker",
+        dtype="bf16",
+        trust_remote_code=True,
+        languages=("multilingual",),
+    ),
+    ModelSpec(
+        name="BAAI/bge-reranker-v2.5-gemma2-lightweight",
+        kind="lightweight_reranker",
+        dtype="bf16",
+        trust_remote_code=True,
+        languages=("multilingual",),
+    ),
+)
+
+
+def _key(name: str) -> str:
+    return name.strip().rstrip("/").lower()
+
+
+def _build_index() -> dict[str, ModelSpec]:
+    index: dict[str, ModelSpec] = {}
+    for spec in MODELS:
+        for key in (spec.name, spec.name.split("/")[-1], *spec.aliases):
+            index.setdefault(_key(key), spec)
+    return index
+
+
+_INDEX = _build_index()
+
+
+def lookup(name_or_path: str | os.PathLike[str]) -> ModelSpec | None:
+    """Find the registry row for a hub id, a bare model name or a local folder named like one.
+
+    Like FlagEmbedding, a local path is matched by its folder name (the parent folder for a
+    ``checkpoint-*`` folder). Returns ``None`` for unknown models.
+    """
+    text = os.fspath(name_or_path)
+    spec = _INDEX.get(_key(text))
+    if spec is not None:
+        return spec
+    base = os.path.basename(text.rstrip("/\\"))
+    if base.startswith("checkpoint-"):
+        base = os.path.basename(os.path.dirname(text.rstrip("/\\")))
+    return _INDEX.get(_key(base))
+
+
+def list_models(kind: Kind | None = None) -> list[ModelSpec]:
+    """All registered checkpoints, optionally of one kind."""
+    return [m for m in MODELS if kind is None or m.kind == kind]
