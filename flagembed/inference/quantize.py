@@ -35,8 +35,11 @@ def quantize(
         return (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
     if ranges is None:
         ref = emb if calibration is None else np.asarray(calibration, dtype=np.float32)
-        if ref.ndim != 2 or len(ref) == 0:
-            raise ValueError("int8/uint8 quantization needs at least one calibration embedding")
+        if ref.ndim != 2 or len(ref) < 2:
+            raise ValueError(
+                "int8/uint8 quantization needs ranges or at least 2 calibration embeddings "
+                f"(got {len(ref) if ref.ndim == 2 else 1}); pass ranges= or calibration="
+            )
         ranges = np.vstack([ref.min(axis=0), ref.max(axis=0)])
     ranges = np.asarray(ranges, dtype=np.float32)
     if ranges.shape != (2, emb.shape[-1]):
@@ -44,6 +47,7 @@ def quantize(
     starts = ranges[0]
     steps = (ranges[1] - ranges[0]) / 255
     steps = np.where(steps == 0, 1.0, steps).astype(np.float32)
+    buckets = np.clip(np.floor((emb - starts) / steps), 0, 255)
     if precision == "uint8":
-        return np.clip((emb - starts) / steps, 0, 255).astype(np.uint8)
-    return np.clip((emb - starts) / steps - 128, -128, 127).astype(np.int8)
+        return buckets.astype(np.uint8)
+    return (buckets - 128).astype(np.int8)
