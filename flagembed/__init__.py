@@ -1,11 +1,13 @@
 """flagembed: embeddings, retrieval, reranking, evaluation and fine-tuning for BGE-style models."""
 
-from flagembed.inference import Embedder, FlagAutoModel, FlagModel, quantize
+from flagembed.inference import BGEM3FlagModel, Embedder, FlagAutoModel, FlagModel, M3Embedder, quantize
 from flagembed.models import ModelSpec, list_models, lookup
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BGEM3FlagModel",
+    "M3Embedder",
     "Embedder",
     "FlagAutoModel",
     "FlagModel",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from flagembed.inference.embedder import Embedder
+from flagembed.inference.m3 import M3Embedder
 from flagembed.models.registry import lookup
 
 
@@ -117,9 +118,126 @@ class FlagModel(Embedder):
         return super().encode(sentences, instruction=instruction, instruction_format=instruction_format, **merged)
 
 
+class BGEM3FlagModel(M3Embedder):
+    """``FlagEmbedding.BGEM3FlagModel`` with the reference's arguments, defaults and return dicts."""
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str],
+        normalize_embeddings: bool = True,
+        use_fp16: bool = True,
+        use_bf16: bool = False,
+        query_instruction_for_retrieval: str | None = None,
+        query_instruction_format: str = "{}{}",
+        devices: Any = None,
+        pooling_method: str = "cls",
+        trust_remote_code: bool = False,
+        cache_dir: str | None = None,
+        colbert_dim: int = -1,
+        batch_size: int = 256,
+        query_max_length: int = 512,
+        passage_max_length: int = 512,
+        return_dense: bool = True,
+        return_sparse: bool = False,
+        return_colbert_vecs: bool = False,
+        truncate_dim: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model_name_or_path,
+            colbert_dim=colbert_dim,
+            return_dense=return_dense,
+            return_sparse=return_sparse,
+            return_colbert_vecs=return_colbert_vecs,
+            pooling=pooling_method,  # type: ignore[arg-type]
+            normalize=normalize_embeddings,
+            query_instruction=query_instruction_for_retrieval or "",
+            query_instruction_format=query_instruction_format,
+            passage_instruction=kwargs.pop("passage_instruction_for_retrieval", None) or "",
+            passage_instruction_format=kwargs.pop("passage_instruction_format", None),
+            max_length=max(query_max_length, passage_max_length),
+            query_max_length=query_max_length,
+            passage_max_length=passage_max_length,
+            truncate_dim=truncate_dim,
+            batch_size=batch_size,
+            device=devices,
+            dtype=_dtype(use_fp16, use_bf16),  # type: ignore[arg-type]
+            cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+            **{
+                k: kwargs.pop(k)
+                for k in ("revision", "token", "local_files_only", "max_tokens_per_batch")
+                if k in kwargs
+            },
+        )
+        self.kwargs = kwargs
+        for key, value in kwargs.items():  # the reference keeps unknown kwargs as attributes
+            setattr(self, key, value)
+
+    def encode(  # type: ignore[override]
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        return_dense: bool | None = None,
+        return_sparse: bool | None = None,
+        return_colbert_vecs: bool | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return super().encode(  # type: ignore[return-value]
+            sentences,
+            batch_size=batch_size,
+            max_length=max_length,
+            return_dense=return_dense,
+            return_sparse=return_sparse,
+            return_colbert_vecs=return_colbert_vecs,
+            **kwargs,
+        )
+
+    def encode_queries(  # type: ignore[override]
+        self,
+        queries: str | Sequence[str],
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        return_dense: bool | None = None,
+        return_sparse: bool | None = None,
+        return_colbert_vecs: bool | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return super().encode_queries(  # type: ignore[return-value]
+            queries,
+            batch_size=batch_size,
+            max_length=max_length or self.query_max_length,
+            return_dense=return_dense,
+            return_sparse=return_sparse,
+            return_colbert_vecs=return_colbert_vecs,
+            **kwargs,
+        )
+
+    def encode_corpus(  # type: ignore[override]
+        self,
+        corpus: Any,
+        batch_size: int | None = None,
+        max_length: int | None = None,
+        return_dense: bool | None = None,
+        return_sparse: bool | None = None,
+        return_colbert_vecs: bool | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return super().encode_corpus(  # type: ignore[return-value]
+            corpus,
+            batch_size=batch_size,
+            max_length=max_length or self.passage_max_length,
+            return_dense=return_dense,
+            return_sparse=return_sparse,
+            return_colbert_vecs=return_colbert_vecs,
+            **kwargs,
+        )
+
+
 # model_class values accepted by FlagAutoModel.from_finetuned, mapped to flagembed classes.
-_EMBEDDER_CLASSES: dict[str, type[Embedder]] = {"encoder-only-base": FlagModel}
-_KIND_TO_CLASS = {"embedder": "encoder-only-base"}
+_EMBEDDER_CLASSES: dict[str, type[Embedder]] = {"encoder-only-base": FlagModel, "encoder-only-m3": BGEM3FlagModel}
+_KIND_TO_CLASS = {"embedder": "encoder-only-base", "m3": "encoder-only-m3"}
 
 
 class FlagAutoModel:

@@ -2,11 +2,13 @@
 
 from flagembed.models.encoder import (
     EncoderSettings,
+    MultiOutput,
     TextEncoder,
     load_backbone,
     load_tokenizer,
     resolve_settings,
 )
+from flagembed.models.heads import M3Heads, load_m3_heads, maxsim, pad_vectors, special_token_ids
 from flagembed.models.loading import (
     FolderConfig,
     HubOptions,
@@ -23,17 +25,23 @@ __all__ = [
     "EncoderSettings",
     "FolderConfig",
     "HubOptions",
+    "M3Heads",
     "ModelSpec",
+    "MultiOutput",
     "TextEncoder",
     "finalize",
     "last_token",
     "list_models",
     "load_backbone",
+    "load_m3_heads",
     "load_tokenizer",
     "lookup",
+    "maxsim",
+    "pad_vectors",
     "packaged_model_path",
     "pool",
     "read_folder_config",
     "resolve_model_path",
     "resolve_settings",
+    "special_token_ids",
 ]

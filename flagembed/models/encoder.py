@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from flagembed._compat import dtype_kwargs
+from flagembed.models.heads import M3Heads, colbert_lengths, colbert_vectors, token_weights
 from flagembed.models.loading import read_folder_config
 from flagembed.models.pooling import PoolingMethod, check_pooling, finalize, pool
 from flagembed.models.registry import ModelSpec, lookup
@@ -90,6 +91,16 @@ def _first(*values: str | None) -> str | None:
     return next((v for v in values if v is not None), None)
 
 
+@dataclass
+class MultiOutput:
+    """What one forward pass with M3 heads returns (``None`` for outputs not asked for)."""
+
+    dense: torch.Tensor | None = None  # (B, D)
+    token_weights: torch.Tensor | None = None  # (B, L) relu(sparse_linear(h)); see heads.sparse_rows
+    colbert: torch.Tensor | None = None  # (B, L-1, Dc), padding zeroed
+    colbert_lengths: torch.Tensor | None = None  # (B,) real ColBERT vectors per text
+
+
 class TextEncoder(nn.Module):
     """A transformer backbone whose token states are pooled into one vector per text.
 
@@ -103,12 +114,14 @@ class TextEncoder(nn.Module):
         pooling: PoolingMethod = "cls",
         normalize: bool = True,
         truncate_dim: int | None = None,
+        heads: M3Heads | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.pooling: PoolingMethod = check_pooling(pooling)
         self.normalize = normalize
         self.truncate_dim = truncate_dim
+        self.heads = heads
 
     @property
     def hidden_size(self) -> int:
@@ -144,6 +157,43 @@ class TextEncoder(nn.Module):
         """Dense embeddings (B, D) for a padded batch."""
         hidden = self.hidden_states(input_ids, attention_mask, **kwargs)
         return self.embed(hidden, attention_mask, normalize=normalize, truncate_dim=truncate_dim)
+
+    def forward_multi(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        dense: bool = True,
+        sparse: bool = False,
+        colbert: bool = False,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+    ) -> MultiOutput:
+        """Dense, sparse token weights and ColBERT vectors from one backbone pass (needs ``heads``).
+
+        Raises:
+            ValueError: sparse or ColBERT output asked for but the encoder has no heads.
+        """
+        if (sparse or colbert) and self.heads is None:
+            raise ValueError("this encoder has no M3 heads; load it with M3Embedder or attach models.M3Heads")
+        hidden = self.hidden_states(input_ids, attention_mask)
+        norm = self.normalize if normalize is None else normalize
+        dim = truncate_dim if truncate_dim is not None else self.truncate_dim
+        out = MultiOutput()
+        if dense:
+            out.dense = self.embed(hidden, attention_mask, normalize=norm, truncate_dim=dim)
+        if sparse:
+            out.token_weights = token_weights(hidden, self.heads.sparse_linear)  # type: ignore[union-attr]
+        if colbert:
+            out.colbert = colbert_vectors(
+                hidden,
+                attention_mask,
+                self.heads.colbert_linear,  # type: ignore[union-attr]
+                normalize=norm,
+                truncate_dim=dim,
+            )
+            out.colbert_lengths = colbert_lengths(attention_mask)
+        return out
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:
