@@ -1,0 +1,323 @@
+"""The FastAPI app: one short handler per route, one error mapper, dynamic batching behind every model call."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from collections.abc import AsyncIterator, Hashable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from flagembed.engine import OutOfMemoryOnItemError
+from flagembed.serve import schemas as s
+from flagembed.serve.auth import ApiKeys, AuthMiddleware
+from flagembed.serve.backends import ModelHost, RunFn
+from flagembed.serve.batcher import BatcherClosedError, BatchingConfig, DynamicBatcher, QueueFullError
+from flagembed.serve.limits import ApiError, Limits, PayloadLimitMiddleware
+from flagembed.serve.metrics import Metrics, MetricsMiddleware
+
+logger = logging.getLogger(__name__)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": s.ErrorResponse} for code in (401, 404, 413, 422, 429, 500, 503)
+}
+INLINE_TOKENIZE = 8  # requests with at most this many texts are tokenized on the event loop (cheaper than a thread)
+
+
+@dataclass
+class ServerState:
+    """Everything the handlers share."""
+
+    host: ModelHost
+    limits: Limits
+    batcher: DynamicBatcher
+    metrics: Metrics
+    keys: ApiKeys
+    cors_origins: tuple[str, ...] = ()
+    drain_timeout_s: float = 30.0
+
+
+@dataclass
+class Prepared:
+    """A text request after limits, instructions and token counting."""
+
+    name: str
+    texts: list[str]
+    max_length: int
+    tokens: int
+    truncated: int
+
+
+def create_app(
+    host: ModelHost,
+    *,
+    limits: Limits | None = None,
+    batching: BatchingConfig | None = None,
+    api_keys: ApiKeys | Iterable[str] | None = None,
+    cors_origins: Iterable[str] = (),
+    drain_timeout_s: float = 30.0,
+) -> FastAPI:
+    """Build the app around loaded models; the batcher starts and drains with the app's lifespan.
+
+    Args:
+        host: the models (see :func:`flagembed.serve.load_host`).
+        limits: request limits; ``limits.max_concurrent_requests`` bounds the batcher queue.
+        batching: how requests are coalesced (``enabled=False`` runs each request alone).
+        api_keys: accepted Bearer keys (plus ``FLAGEMBED_API_KEY``); none means open.
+        cors_origins: allowed browser origins; CORS is off when empty.
+        drain_timeout_s: how long shutdown waits for queued requests.
+    """
+    limits = limits or Limits()
+    keys = api_keys if isinstance(api_keys, ApiKeys) else ApiKeys(api_keys or ())
+    metrics = Metrics()
+    cfg = replace(batching or BatchingConfig(), max_pending=limits.max_concurrent_requests)
+    batcher = DynamicBatcher(cfg, on_batch=metrics.observe_batch)
+    metrics.track_depth(lambda: batcher.depth)
+    state = ServerState(host, limits, batcher, metrics, keys, tuple(cors_origins), drain_timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await run_in_threadpool(batcher.close, drain_timeout_s)
+
+    from flagembed import __version__
+
+    app = FastAPI(
+        title="flagembed",
+        version=__version__,
+        description="OpenAI-compatible embeddings, rerank, sparse and multi-vector endpoints.",
+        lifespan=lifespan,
+    )
+    app.state.flagembed = state
+    _add_routes(app, state)
+    for exc_type in (ApiError, RequestValidationError, StarletteHTTPException):
+        app.add_exception_handler(exc_type, _error_response)  # type: ignore[arg-type]
+    app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
+    app.add_middleware(AuthMiddleware, keys=keys)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if state.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(state.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app
+
+
+def _add_routes(app: FastAPI, st: ServerState) -> None:
+    host = st.host
+
+    @app.post("/v1/embeddings", response_model=s.EmbeddingResponse, responses=ERRORS)
+    async def embeddings(req: s.EmbeddingRequest) -> Response:
+        """Dense embeddings (OpenAI schema); ``dimensions`` keeps the first N (Matryoshka)."""
+        prep = await _prepare(st, req, "embeddings")
+        dims = _check_dimensions(host, req.dimensions)
+        vecs = await _submit(st, ("dense", prep.max_length, dims), prep.texts, host.dense_task(prep.max_length, dims))
+        fmt = req.encoding_format
+        data = [{"object": "embedding", "index": i, "embedding": _vector(v, fmt)} for i, v in enumerate(vecs)]
+        return _list_response(data, prep)
+
+    @app.post("/v1/embeddings/sparse", response_model=s.SparseResponse, responses=ERRORS)
+    async def sparse(req: s.SparseRequest) -> Response:
+        """Lexical weights (BGE-M3 sparse output) as token ids and weights, optionally token strings."""
+        prep = await _prepare(st, req, "sparse", needs_m3=True)
+        out = await _submit(st, ("sparse", prep.max_length), prep.texts, host.sparse_task(prep.max_length))
+        data = []
+        for i, (ids, vals) in enumerate(out):
+            item = {"object": "sparse_embedding", "index": i, "indices": ids.tolist(), "values": vals.tolist()}
+            if req.return_tokens:
+                item["tokens"] = host.decode_tokens(item["indices"])
+            data.append(item)
+        return _list_response(data, prep)
+
+    @app.post("/v1/embeddings/multivector", response_model=s.MultiVectorResponse, responses=ERRORS)
+    async def multivector(req: s.MultiVectorRequest) -> Response:
+        """ColBERT vectors (BGE-M3 multi-vector output), one per token."""
+        prep = await _prepare(st, req, "multivector", needs_m3=True)
+        out = await _submit(st, ("colbert", prep.max_length), prep.texts, host.multivector_task(prep.max_length))
+        data = [
+            {
+                "object": "multivector_embedding",
+                "index": i,
+                "shape": list(m.shape),
+                "embedding": _vector(m, req.encoding_format),
+            }
+            for i, m in enumerate(out)
+        ]
+        return _list_response(data, prep)
+
+    @app.post("/v1/rerank", response_model=s.RerankResponse, responses=ERRORS)
+    async def rerank(req: s.RerankRequest) -> Response:
+        """Score documents against a query (Cohere/Jina schema), best first."""
+        name = host.resolve(req.model, reranker=True)
+        docs = req.texts()
+        st.limits.check_inputs(len(docs), "documents")
+        scores = np.asarray(await _submit(st, ("rerank",), [(req.query, d) for d in docs], host.rerank_task()))
+        order = np.argsort(-scores, kind="stable")[: req.top_n]
+        results = [{"index": int(i), "relevance_score": float(scores[i])} for i in order]
+        if req.return_documents:
+            for r in results:
+                r["document"] = {"text": docs[r["index"]]}
+        tokens = host.count_rerank_tokens(req.query, docs)
+        st.metrics.inputs.labels("rerank").inc(len(docs))
+        st.metrics.tokens.labels("rerank").inc(tokens)
+        body = {"id": uuid.uuid4().hex, "model": name, "results": results, "usage": {"total_tokens": tokens}}
+        return JSONResponse(body)
+
+    @app.get("/v1/models", response_model=s.ModelList, responses=ERRORS)
+    async def models() -> dict[str, Any]:
+        """The served model names."""
+        names = [host.name] + ([host.reranker_name] if host.reranker is not None else [])
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": host.created} for n in names]}
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness (no API key needed)."""
+        return {"status": "ok"}
+
+    @app.get("/info", responses=ERRORS)
+    async def info() -> dict[str, Any]:
+        """Limits, batching and model configuration."""
+        from flagembed import __version__
+
+        return {
+            "version": __version__,
+            "model": host.info(),
+            "limits": {**st.limits.as_dict(), "max_input_tokens": _token_limit(st, None)},
+            "batching": asdict(st.batcher.config),
+            "batch_stats": asdict(st.batcher.stats),
+            "auth": bool(st.keys),
+            "cors_origins": list(st.cors_origins),
+        }
+
+    @app.get("/metrics", responses=ERRORS)
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(st.metrics.render(), media_type=st.metrics.content_type)
+
+
+# ---------------------------------------------------------------------- helpers used by the handlers
+def _token_limit(st: ServerState, input_type: str | None) -> int:
+    model_max = st.host.max_length(input_type)
+    cap = st.limits.max_input_tokens
+    return min(model_max, cap) if cap else model_max
+
+
+async def _prepare(st: ServerState, req: Any, endpoint: str, needs_m3: bool = False) -> Prepared:
+    """Resolve the model, check the input count, apply instructions, count tokens and enforce the token limit."""
+    name = st.host.resolve(req.model)
+    if needs_m3 and st.host.kind != "m3":
+        raise ApiError(
+            422, f"model {name!r} is a dense embedder; {endpoint} outputs need an M3-style model", code="unsupported"
+        )
+    texts = req.texts()
+    st.limits.check_inputs(len(texts))
+    texts = st.host.format_inputs(texts, req.input_type)
+    limit = _token_limit(st, req.input_type)
+    if len(texts) <= INLINE_TOKENIZE:
+        tok = st.host.count_tokens(texts, limit)
+    else:
+        tok = await run_in_threadpool(st.host.count_tokens, texts, limit)
+    truncate = st.limits.truncate if req.truncate is None else req.truncate
+    if not truncate and tok.num_truncated:
+        i = int(np.flatnonzero(tok.truncated)[0])
+        raise ApiError(
+            413,
+            f"input[{i}] has more than {limit} tokens; the limit is max_input_tokens={limit} "
+            "(send truncate=true to cut inputs instead)",
+            param="input",
+            code="input_too_long",
+        )
+    st.metrics.inputs.labels(endpoint).inc(len(texts))
+    st.metrics.tokens.labels(endpoint).inc(tok.num_tokens)
+    st.metrics.truncated.inc(tok.num_truncated)
+    return Prepared(name, texts, limit, tok.num_tokens, tok.num_truncated)
+
+
+def _check_dimensions(host: ModelHost, dims: int | None) -> int | None:
+    if dims is None:
+        return None
+    if not host.supports_dimensions:
+        raise ApiError(422, f"model {host.name!r} does not support 'dimensions'", param="dimensions")
+    if host.dim is not None and dims > host.dim:
+        raise ApiError(
+            422, f"dimensions={dims} is larger than the model's {host.dim}; valid: 1..{host.dim}", param="dimensions"
+        )
+    return None if dims == host.dim else dims
+
+
+async def _submit(st: ServerState, key: Hashable, items: list[Any], run: RunFn) -> list[Any]:
+    """Run through the batcher; map queue and model failures to API errors."""
+    try:
+        return await st.batcher.run(key, items, run)
+    except QueueFullError as exc:
+        raise ApiError(429, str(exc), code="queue_full", headers={"Retry-After": str(st.limits.retry_after_s)}) from exc
+    except BatcherClosedError as exc:
+        raise ApiError(503, str(exc), code="shutting_down") from exc
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, f"model rejected the input: {exc}") from exc
+    except OutOfMemoryOnItemError as exc:
+        raise ApiError(413, str(exc), code="out_of_memory") from exc
+    except Exception as exc:
+        logger.exception("model call failed")
+        raise ApiError(500, f"model call failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _vector(v: np.ndarray, encoding_format: str) -> Any:
+    """Floats as a list, or base64 of little-endian float32 (what the openai client decodes)."""
+    if encoding_format == "base64":
+        return base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii")
+    return np.asarray(v, dtype=np.float32).tolist()
+
+
+def _list_response(data: list[dict[str, Any]], prep: Prepared) -> JSONResponse:
+    usage = {"prompt_tokens": prep.tokens, "total_tokens": prep.tokens}
+    body = {"object": "list", "data": data, "model": prep.name, "usage": usage, "truncated": prep.truncated}
+    return JSONResponse(body)
+
+
+def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The one error mapper: every failure becomes ``{"error": {...}}`` with the right status."""
+    if isinstance(exc, RequestValidationError):
+        err = ApiError(422, _validation_message(exc.errors()), param=_first_param(exc.errors()))
+    elif isinstance(exc, StarletteHTTPException):
+        err = ApiError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
+    elif isinstance(exc, ApiError):
+        err = exc
+    else:  # registered types only; keep the mapper total anyway
+        err = ApiError(500, f"{type(exc).__name__}: {exc}")
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def _loc(error: dict[str, Any]) -> str:
+    parts = [str(p) for p in error.get("loc", ()) if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def _first_param(errors: Any) -> str | None:
+    return _loc(errors[0]) if errors else None
+
+
+def _validation_message(errors: Any) -> str:
+    msgs: list[str] = []
+    for e in list(errors)[:3]:
+        msg = str(e.get("msg", "invalid value")).removeprefix("Value error, ")
+        if e.get("type") == "json_invalid":
+            msg = f"body is not valid JSON ({e.get('ctx', {}).get('error', msg)})"
+        text = f"{_loc(e)}: {msg}"
+        if text not in msgs:
+            msgs.append(text)
+    return "; ".join(msgs) or "invalid request"

@@ -1,0 +1,229 @@
+"""Wire schemas: OpenAI embeddings, Cohere/Jina rerank, and flagembed's sparse and multi-vector extensions.
+
+Requests are validated here (types, empty lists); limits that depend on the server configuration
+(payload bytes, inputs per request, tokens per input) are checked in :mod:`flagembed.serve.limits`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+InputType = Literal["query", "passage", "document"]
+
+_TOKEN_IDS_HINT = (
+    "flagembed takes text, not token ids (tiktoken ids mean nothing to this model); "
+    "with LangChain's OpenAIEmbeddings pass check_embedding_ctx_length=False"
+)
+
+
+def check_texts(value: Any, field: str = "input") -> Any:
+    """A string or a non-empty list of strings; the error names the first bad index and its type."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        raise ValueError(f"{field} must be a string or a list of strings, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{field} must not be empty")
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            continue
+        if isinstance(item, (int, list)) and not isinstance(item, bool):
+            raise ValueError(f"{field}[{i}] is a token id list; {_TOKEN_IDS_HINT}")
+        raise ValueError(f"{field}[{i}] must be a string, got {type(item).__name__}: {item!r:.60}")
+    return value
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _TextRequest(_Request):
+    input: Union[str, list[Any]] = Field(description="A string or a list of strings.")
+    model: Optional[str] = Field(None, description="Served model name (default: the server's embedding model).")
+    input_type: Optional[InputType] = Field(
+        None,
+        description="flagembed extension: 'query' adds the model's query instruction and uses its query length; "
+        "'passage'/'document' the passage instruction. Default: the text as given.",
+    )
+    truncate: Optional[bool] = Field(
+        None,
+        description="flagembed extension: truncate over-long inputs (default: server setting) or reject them (false).",
+    )
+
+    @field_validator("input")
+    @classmethod
+    def _check_input(cls, value: Any) -> Any:
+        return check_texts(value)
+
+    def texts(self) -> list[str]:
+        """The inputs as a list."""
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class EmbeddingRequest(_TextRequest):
+    """``POST /v1/embeddings`` (OpenAI schema)."""
+
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Optional[int] = Field(None, ge=1, description="Matryoshka truncation: keep the first N dimensions.")
+    user: Optional[str] = None
+
+
+class SparseRequest(_TextRequest):
+    """``POST /v1/embeddings/sparse``: lexical weights of an M3-style model."""
+
+    return_tokens: bool = Field(False, description="Also return each weight's token string.")
+
+
+class MultiVectorRequest(_TextRequest):
+    """``POST /v1/embeddings/multivector``: ColBERT vectors (one per token) of an M3-style model."""
+
+    encoding_format: Literal["float", "base64"] = "float"
+
+
+class RerankDocument(BaseModel):
+    """A document given as an object (Cohere v1 style)."""
+
+    model_config = ConfigDict(extra="ignore")
+    text: str
+
+
+class RerankRequest(_Request):
+    """``POST /v1/rerank`` (Cohere/Jina schema)."""
+
+    query: str
+    documents: list[Union[str, RerankDocument]]
+    model: Optional[str] = None
+    top_n: Optional[int] = Field(None, ge=1, description="Return only the best N (default: all).")
+    return_documents: bool = True
+
+    @field_validator("documents")
+    @classmethod
+    def _non_empty(cls, value: list[Any]) -> list[Any]:
+        if not value:
+            raise ValueError("documents must not be empty")
+        return value
+
+    def texts(self) -> list[str]:
+        """Document texts."""
+        return [d if isinstance(d, str) else d.text for d in self.documents]
+
+
+# ---------------------------------------------------------------------- responses (for the OpenAPI schema)
+class Usage(BaseModel):
+    """Token counts (after truncation)."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingData(BaseModel):
+    """One embedding: a float list or base64 of little-endian float32."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: Union[list[float], str]
+
+
+class EmbeddingResponse(BaseModel):
+    """OpenAI embeddings response plus ``truncated``: how many inputs were cut to the token limit."""
+
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+    truncated: int = 0
+
+
+class SparseData(BaseModel):
+    """Lexical weights of one input as parallel ``indices`` (token ids) and ``values``."""
+
+    object: Literal["sparse_embedding"] = "sparse_embedding"
+    index: int
+    indices: list[int]
+    values: list[float]
+    tokens: Optional[list[str]] = None
+
+
+class SparseResponse(BaseModel):
+    """Sparse embeddings response."""
+
+    object: Literal["list"] = "list"
+    data: list[SparseData]
+    model: str
+    usage: Usage
+    truncated: int = 0
+
+
+class MultiVectorData(BaseModel):
+    """ColBERT vectors of one input: ``shape`` = (tokens, dim); base64 is row-major little-endian float32."""
+
+    object: Literal["multivector_embedding"] = "multivector_embedding"
+    index: int
+    shape: list[int]
+    embedding: Union[list[list[float]], str]
+
+
+class MultiVectorResponse(BaseModel):
+    """Multi-vector embeddings response."""
+
+    object: Literal["list"] = "list"
+    data: list[MultiVectorData]
+    model: str
+    usage: Usage
+    truncated: int = 0
+
+
+class RerankResult(BaseModel):
+    """One ranked document."""
+
+    index: int
+    relevance_score: float
+    document: Optional[RerankDocument] = None
+
+
+class RerankUsage(BaseModel):
+    """Tokens read (query once per document plus the documents)."""
+
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    """Cohere/Jina rerank response, best first."""
+
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: RerankUsage
+
+
+class ModelCard(BaseModel):
+    """One entry of ``GET /v1/models``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "flagembed"
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    """OpenAI-style error detail."""
+
+    message: str
+    type: str
+    param: Optional[str] = None
+    code: Optional[str] = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the server returns."""
+
+    error: ErrorBody

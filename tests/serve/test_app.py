@@ -1,0 +1,276 @@
+"""The FastAPI app through TestClient: schemas, parity with the in-process models, limits, auth, errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+from conftest import POISON, FakeM3, FakeReranker
+from fastapi.testclient import TestClient
+
+from flagembed.serve import ApiKeys, BatchingConfig, Limits, create_app
+
+TEXTS = ["the protein gene study", "what is dense retrieval", "a", "cancer patients treatment risk " * 3]
+
+
+@pytest.fixture()
+def client(dense_host):
+    with TestClient(create_app(dense_host, api_keys=ApiKeys(use_env=False))) as c:
+        yield c
+
+
+@pytest.fixture()
+def m3_client(m3_host):
+    with TestClient(create_app(m3_host, api_keys=ApiKeys(use_env=False))) as c:
+        yield c
+
+
+def _err(resp, status):
+    assert resp.status_code == status, resp.text
+    body = resp.json()["error"]
+    assert body["message"] and body["type"]
+    return body["message"]
+
+
+def test_embeddings_equal_in_process_embedder(client, tiny_embedder):
+    resp = client.post("/v1/embeddings", json={"input": TEXTS, "model": "tiny-bert"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+    want = tiny_embedder.encode(TEXTS)
+    assert [d["index"] for d in body["data"]] == [0, 1, 2, 3]
+    assert np.abs(got - want).max() <= 1e-6
+    tok = tiny_embedder.tokenizer(TEXTS, truncation=True, max_length=tiny_embedder.max_length)["input_ids"]
+    assert body["usage"] == {"prompt_tokens": sum(map(len, tok)), "total_tokens": sum(map(len, tok))}
+    assert body["object"] == "list" and body["model"] == "tiny-bert" and body["truncated"] == 0
+
+
+def test_base64_single_string_and_alias(client, tiny_embedder):
+    body = client.post("/v1/embeddings", json={"input": TEXTS[0], "model": "tiny", "encoding_format": "base64"}).json()
+    vec = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(vec, tiny_embedder.encode(TEXTS[0]), atol=1e-6)
+    assert body["model"] == "tiny-bert"
+
+
+def test_dimensions_and_query_instruction(client, tiny_embedder):
+    body = client.post("/v1/embeddings", json={"input": TEXTS, "dimensions": 8}).json()
+    got = np.array([d["embedding"] for d in body["data"]])
+    assert got.shape == (4, 8)
+    np.testing.assert_allclose(got, tiny_embedder.encode(TEXTS, truncate_dim=8), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    msg = _err(client.post("/v1/embeddings", json={"input": "x", "dimensions": 10_000}), 422)
+    assert "10000" in msg and str(tiny_embedder.dim) in msg
+    body = client.post("/v1/embeddings", json={"input": TEXTS, "input_type": "query"}).json()
+    np.testing.assert_allclose(
+        np.array([d["embedding"] for d in body["data"]]), tiny_embedder.encode_queries(TEXTS), atol=1e-6
+    )
+
+
+def test_truncation_is_reported_or_rejected(dense_host, tiny_embedder):
+    long = "protein " * 100
+    app = create_app(dense_host, limits=Limits(max_input_tokens=16), api_keys=ApiKeys(use_env=False))
+    with TestClient(app) as c:
+        body = c.post("/v1/embeddings", json={"input": [long, "short"]}).json()
+        assert body["truncated"] == 1
+        np.testing.assert_allclose(body["data"][0]["embedding"], tiny_embedder.encode(long, max_length=16), atol=1e-6)
+        assert body["usage"]["prompt_tokens"] == 16 + 3
+        msg = _err(c.post("/v1/embeddings", json={"input": ["ok", long], "truncate": False}), 413)
+        assert "input[1]" in msg and "max_input_tokens=16" in msg
+        assert c.get("/info").json()["limits"]["max_input_tokens"] == 16
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        ({"input": 5}, "input"),
+        ({"input": []}, "must not be empty"),
+        ({"input": ["ok", 3]}, "input[1]"),
+        ({"input": [[1, 2, 3]]}, "token id"),
+        ({"input": ["ok", None]}, "input[1]"),
+        ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
+        ({"input": "x", "dimensions": 0}, "dimensions"),
+        ({"model": "tiny-bert"}, "input"),
+    ],
+)
+def test_bad_input_is_422_naming_the_field(client, payload, needle):
+    assert needle in _err(client.post("/v1/embeddings", json=payload), 422)
+
+
+def test_unknown_model_is_404(client):
+    msg = _err(client.post("/v1/embeddings", json={"input": "x", "model": "gpt-9"}), 404)
+    assert "gpt-9" in msg and "tiny-bert" in msg
+
+
+def test_payload_and_input_count_limits(dense_host):
+    app = create_app(dense_host, limits=Limits(max_payload_bytes=1000, max_inputs=3), api_keys=ApiKeys(use_env=False))
+    with TestClient(app) as c:
+        msg = _err(c.post("/v1/embeddings", json={"input": "x" * 2000}), 413)
+        assert "max_payload_bytes=1000" in msg
+        chunked = c.post(
+            "/v1/embeddings",
+            content=iter([b'{"input": "', b"y" * 1500, b'"}']),
+            headers={"content-type": "application/json"},
+        )
+        assert "max_payload_bytes" in _err(chunked, 413)
+        msg = _err(c.post("/v1/embeddings", json={"input": ["a"] * 4}), 413)
+        assert "4 items" in msg and "max_inputs=3" in msg
+        assert c.post("/v1/embeddings", json={"input": ["a"] * 3}).status_code == 200
+
+
+def test_api_key(dense_host):
+    app = create_app(dense_host, api_keys=ApiKeys(["k1", "s3cret"], use_env=False))
+    with TestClient(app) as c:
+        assert "missing" in _err(c.post("/v1/embeddings", json={"input": "x"}), 401)
+        wrong = c.post("/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer nope"})
+        assert "invalid" in _err(wrong, 401) and "nope" not in wrong.text
+        assert _err(c.get("/info", headers={"Authorization": "Basic s3cret"}), 401)
+        ok = c.post("/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/health").status_code == 200  # liveness stays open
+        bad_json = c.post("/v1/embeddings", content=b"{nope", headers={"content-type": "application/json"})
+        assert bad_json.status_code == 401  # auth is checked before the body is parsed
+
+
+def test_api_key_from_env(dense_host, monkeypatch):
+    monkeypatch.setenv("FLAGEMBED_API_KEY", "envkey,other")
+    with TestClient(create_app(dense_host)) as c:
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/v1/models", headers={"Authorization": "Bearer other"}).status_code == 200
+
+
+def test_survives_1000_malformed_requests(client, tiny_embedder):
+    bad = [
+        b"{nope",
+        b"[]",
+        b'{"input": 7}',
+        b'{"input": []}',
+        b'{"input": [1.5]}',
+        b'{"input": {"a": 1}}',
+        b'{"input": "x", "dimensions": -3}',
+        b'{"input": "x", "model": "missing"}',
+        b"\xff\xfe\x00",
+        b"",
+    ]
+    statuses = set()
+    for i in range(1000):
+        r = client.post("/v1/embeddings", content=bad[i % len(bad)], headers={"content-type": "application/json"})
+        statuses.add(r.status_code)
+        assert "error" in r.json()
+    assert statuses <= {400, 404, 422}  # 400: bytes that are not text at all
+    body = client.post("/v1/embeddings", json={"input": TEXTS}).json()
+    np.testing.assert_allclose([d["embedding"] for d in body["data"]], tiny_embedder.encode(TEXTS), atol=1e-6)
+    assert client.get("/health").json() == {"status": "ok"}
+
+
+def test_models_info_metrics_openapi(client):
+    models = client.get("/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["tiny-bert"]
+    info = client.get("/info").json()
+    assert info["limits"]["max_payload_bytes"] == 2 * 1024 * 1024 and info["limits"]["max_inputs"] == 512
+    assert info["model"]["dim"] == 32 and info["model"]["kind"] == "dense" and info["batching"]["enabled"]
+    client.post("/v1/embeddings", json={"input": ["a", "b"]})
+    client.post("/v1/embeddings", json={"input": 3})
+    text = client.get("/metrics").text
+    assert 'flagembed_requests_total{route="/v1/embeddings",status="200"}' in text
+    assert 'flagembed_requests_total{route="/v1/embeddings",status="422"}' in text
+    assert "flagembed_batch_items_count" in text and "flagembed_queue_depth" in text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/embeddings", "/v1/rerank", "/v1/embeddings/sparse", "/v1/embeddings/multivector"} <= set(paths)
+    assert _err(client.get("/v1/nothing"), 404)
+
+
+def test_sparse_endpoint_matches_model(m3_client, m3_host):
+    fake: FakeM3 = m3_host.model
+    body = m3_client.post("/v1/embeddings/sparse", json={"input": TEXTS[:2], "return_tokens": True}).json()
+    tok = fake.tokenizer
+    for d, text in zip(body["data"], TEXTS[:2]):
+        want = fake.weights(text)
+        assert d["indices"] == sorted(int(k) for k in want)
+        assert d["values"] == [want[str(i)] for i in d["indices"]]
+        assert d["tokens"] == [tok.decode([i]) for i in d["indices"]]
+        assert d["object"] == "sparse_embedding"
+
+
+def test_multivector_endpoint_matches_model(m3_client, m3_host):
+    fake: FakeM3 = m3_host.model
+    for fmt in ("float", "base64"):
+        body = m3_client.post("/v1/embeddings/multivector", json={"input": TEXTS, "encoding_format": fmt}).json()
+        for d, text in zip(body["data"], TEXTS):
+            want = fake.colbert(text)
+            got = d["embedding"]
+            if fmt == "base64":
+                got = np.frombuffer(base64.b64decode(got), dtype="<f4").reshape(d["shape"])
+            assert d["shape"] == list(want.shape)
+            np.testing.assert_array_equal(np.asarray(got, dtype=np.float32), want)
+
+
+def test_m3_dense_and_dense_only_model(m3_client, m3_host, client):
+    body = m3_client.post("/v1/embeddings", json={"input": TEXTS}).json()
+    got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
+    np.testing.assert_array_equal(got[1], m3_host.model.dense(TEXTS[1]))
+    assert "dimensions" in _err(m3_client.post("/v1/embeddings", json={"input": "x", "dimensions": 2}), 422)
+    assert "M3" in _err(client.post("/v1/embeddings/sparse", json={"input": "x"}), 422)
+    assert "reranker" in _err(client.post("/v1/rerank", json={"query": "q", "documents": ["d"]}), 404)
+
+
+def test_rerank_endpoint(m3_client):
+    docs = ["cancer treatment", {"text": "the protein gene"}, "protein gene study of cancer", "dark city"]
+    q = "protein gene cancer"
+    req = {"query": q, "documents": docs, "top_n": 3, "model": "fake-reranker"}
+    body = m3_client.post("/v1/rerank", json=req).json()
+    texts = [d if isinstance(d, str) else d["text"] for d in docs]
+    scores = [FakeReranker.score(q, t) for t in texts]
+    want = sorted(range(4), key=lambda i: -scores[i])[:3]
+    assert [r["index"] for r in body["results"]] == want
+    assert [r["relevance_score"] for r in body["results"]] == pytest.approx([scores[i] for i in want])
+    assert body["results"][0]["document"] == {"text": texts[want[0]]}
+    assert body["usage"]["total_tokens"] > 0 and body["model"] == "fake-reranker"
+    plain = m3_client.post("/v1/rerank", json={"query": q, "documents": texts, "return_documents": False}).json()
+    assert len(plain["results"]) == 4 and "document" not in plain["results"][0]
+    assert "documents" in _err(m3_client.post("/v1/rerank", json={"query": q, "documents": []}), 422)
+    assert _err(m3_client.post("/v1/rerank", json={"query": q, "documents": texts, "model": "x"}), 404)
+    assert _err(m3_client.post("/v1/rerank", json={"query": q, "documents": [POISON]}), 422)
+    assert m3_client.post("/v1/rerank", json={"query": q, "documents": texts}).status_code == 200
+
+
+def test_model_error_fails_only_its_request(m3_client):
+    r = m3_client.post("/v1/embeddings/sparse", json={"input": [f"a {POISON}"]})
+    assert "poisoned" in _err(r, 422)
+    assert m3_client.post("/v1/embeddings/sparse", json={"input": ["fine"]}).status_code == 200
+
+
+def test_queue_full_is_429_with_retry_after(m3_host):
+    from flagembed.serve.batcher import QueueFullError
+
+    app = create_app(m3_host, limits=Limits(max_concurrent_requests=1), api_keys=ApiKeys(use_env=False))
+    with TestClient(app) as c:
+        batcher = app.state.flagembed.batcher
+
+        def full(*args, **kwargs):
+            raise QueueFullError("1 requests are already queued; the limit is max_concurrent_requests")
+
+        batcher.submit = full
+        r = c.post("/v1/embeddings", json={"input": "x"})
+        assert "max_concurrent_requests" in _err(r, 429)
+        assert r.headers["retry-after"] == "1"
+
+
+def test_cors_off_by_default_and_on_when_asked(dense_host):
+    with TestClient(create_app(dense_host, api_keys=ApiKeys(use_env=False))) as c:
+        r = c.get("/health", headers={"Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in r.headers
+    app = create_app(dense_host, api_keys=ApiKeys(use_env=False), cors_origins=["http://app.example"])
+    with TestClient(app) as c:
+        r = c.get("/health", headers={"Origin": "http://app.example"})
+        assert r.headers["access-control-allow-origin"] == "http://app.example"
+
+
+def test_batching_disabled_gives_same_result(dense_host, tiny_embedder):
+    app = create_app(dense_host, batching=BatchingConfig(enabled=False), api_keys=ApiKeys(use_env=False))
+    with TestClient(app) as c:
+        body = c.post("/v1/embeddings", json={"input": TEXTS}).json()
+        assert c.get("/info").json()["batching"]["enabled"] is False
+    np.testing.assert_allclose([d["embedding"] for d in body["data"]], tiny_embedder.encode(TEXTS), atol=1e-6)
+    assert json.loads(json.dumps(body))  # plain JSON
