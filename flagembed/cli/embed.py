@@ -31,9 +31,12 @@ def embed(
     """Embed a file of texts into a .npy array."""
     from flagembed._io import read_texts, save_npy
     from flagembed.inference import Embedder
+    from flagembed.inference.inputs import as_corpus_list
 
     try:
         texts = read_texts(input, field=field)
+        if queries:  # title+text records become one query string each
+            texts = as_corpus_list(texts)[0]
         emb = Embedder(
             model,
             batch_size=batch_size,
