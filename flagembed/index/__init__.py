@@ -1,7 +1,19 @@
 """Retrieval indexes: dense (faiss), sparse (inverted, scipy), multi-vector (ColBERT), hybrid; persisted."""
 
 from flagembed.index.dense import DenseIndex
+from flagembed.index.hybrid import HybridSearcher, model_info
+from flagembed.index.multivector import MultiVectorIndex
 from flagembed.index.results import SearchResults
+from flagembed.index.sparse import SparseIndex
 from flagembed.index.storage import IndexFormatError, IndexMismatchError
 
-__all__ = ["DenseIndex", "IndexFormatError", "IndexMismatchError", "SearchResults"]
+__all__ = [
+    "DenseIndex",
+    "HybridSearcher",
+    "IndexFormatError",
+    "IndexMismatchError",
+    "MultiVectorIndex",
+    "SearchResults",
+    "SparseIndex",
+    "model_info",
+]
