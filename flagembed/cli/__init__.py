@@ -18,6 +18,9 @@ app = typer.Typer(
 app.command("embed")(_embed.embed)
 app.command("demo")(_embed.demo)
 app.command("models")(_models.models)
+from flagembed.cli import serve as _serve  # noqa: E402
+
+app.command("serve")(_serve.serve)
 
 
 def main() -> None:

@@ -233,9 +233,10 @@ class ModelHost:
 
     def rerank_task(self) -> RunFn:
         """A batcher task: ``(query, document)`` pairs → float scores."""
+        kw = {"show_progress": False} if _accepts(self.reranker.compute_score, "show_progress") else {}
 
         def run(pairs: list[tuple[str, str]]) -> list[float]:
-            scores = self.reranker.compute_score([tuple(p) for p in pairs])  # type: ignore[union-attr]
+            scores = self.reranker.compute_score([tuple(p) for p in pairs], **kw)  # type: ignore[union-attr]
             return np.asarray(scores, dtype=np.float64).reshape(-1).tolist()
 
         return run
@@ -285,7 +286,6 @@ def load_host(
 
     Raises:
         ValueError: ``kind`` is not one of auto, dense, m3.
-        ImportError: the M3 or reranker class is not available in this flagembed build.
     """
     from flagembed.models import resolve_model_path
 
@@ -296,25 +296,14 @@ def load_host(
         common["max_length"] = max_length
     resolved = kind if kind != "auto" else detect_kind(model, _try_resolve(model, resolve_model_path))
     if resolved == "m3":
-        from flagembed import inference
+        from flagembed.inference import M3Embedder
 
-        cls = getattr(inference, "M3Embedder", None)
-        if cls is None:
-            raise ImportError("flagembed.inference.M3Embedder is not available in this build; use --kind dense")
-        obj = cls(model, **common)
+        obj = M3Embedder(model, **common)
     else:
         from flagembed.inference import Embedder
 
         obj = Embedder(model, **common)
-    rr = None
-    if reranker is not None:
-        from flagembed import inference
-
-        cls = getattr(inference, "AutoReranker", None) or getattr(inference, "Reranker", None)
-        if cls is None:
-            raise ImportError("flagembed.inference.Reranker is not available in this build")
-        factory = getattr(cls, "from_pretrained", None) or cls
-        rr = factory(reranker, device=device, batch_size=batch_size)
+    rr = load_reranker(reranker, device=device, dtype=dtype, batch_size=batch_size) if reranker else None
     name = served_name or _short_name(model)
     aliases = tuple(a for a in dict.fromkeys([str(model), _short_name(model)]) if a != name)
     return ModelHost(
@@ -325,6 +314,25 @@ def load_host(
         reranker_name=(reranker_name or _short_name(reranker)) if reranker is not None else None,
         aliases=aliases,
     )
+
+
+RERANKER_CLASSES = {
+    "reranker": ("flagembed.inference.reranker", "Reranker"),
+    "llm_reranker": ("flagembed.inference.llm_reranker", "LLMReranker"),
+    "layerwise_reranker": ("flagembed.inference.layerwise", "LayerwiseReranker"),
+    "lightweight_reranker": ("flagembed.inference.lightweight", "LightweightReranker"),
+}
+
+
+def load_reranker(name: str, **kwargs: Any) -> Any:
+    """The reranker class the registry names for ``name`` (a cross-encoder ``Reranker`` when unknown)."""
+    import importlib
+
+    from flagembed.models import lookup
+
+    spec = lookup(name)
+    module, cls = RERANKER_CLASSES.get(spec.kind if spec is not None else "reranker", RERANKER_CLASSES["reranker"])
+    return getattr(importlib.import_module(module), cls)(name, **kwargs)
 
 
 def _short_name(model: str) -> str:

@@ -1,0 +1,76 @@
+"""ModelHost and load_host with the real M3Embedder and Reranker on tiny random checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiny_m3
+import tiny_models
+from fastapi.testclient import TestClient
+
+from flagembed.serve import ApiKeys, create_app, load_host
+from flagembed.serve.backends import detect_kind
+
+TEXTS = ["the protein gene study", "what is dense retrieval", "cancer patients treatment risk " * 4]
+
+
+@pytest.fixture(scope="module")
+def m3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_m3.build_m3(tmp_path_factory.mktemp("serve") / "tiny-m3")
+
+
+@pytest.fixture(scope="module")
+def reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_models.build_bert(tmp_path_factory.mktemp("serve") / "tiny-reranker", classifier=True)
+
+
+@pytest.fixture(scope="module")
+def real_host(m3_path, reranker_path):
+    return load_host(str(m3_path), reranker=str(reranker_path), device="cpu", dtype="fp32")
+
+
+def test_detect_kind(m3_path, tiny_bert):
+    assert detect_kind(str(m3_path), m3_path) == "m3"
+    assert detect_kind(str(tiny_bert), tiny_bert) == "dense"
+    assert detect_kind("BAAI/bge-m3", None) == "m3"
+
+
+def test_load_host_names_and_kinds(real_host, tiny_bert):
+    assert real_host.kind == "m3" and real_host.name == "tiny-m3" and real_host.reranker_name == "tiny-reranker"
+    assert type(real_host.model).__name__ == "M3Embedder" and type(real_host.reranker).__name__ == "Reranker"
+    dense = load_host(str(tiny_bert), served_name="mine", device="cpu")
+    assert dense.kind == "dense" and dense.name == "mine" and str(tiny_bert) in dense.aliases
+    with pytest.raises(ValueError, match="valid: auto, dense, m3"):
+        load_host(str(tiny_bert), kind="colbert")  # type: ignore[arg-type]
+
+
+def test_real_m3_and_reranker_through_the_app(real_host):
+    m3 = real_host.model
+    want = m3.encode(TEXTS, return_dense=True, return_sparse=True, return_colbert_vecs=True)
+    with TestClient(create_app(real_host, api_keys=ApiKeys(use_env=False))) as c:
+        dense = c.post("/v1/embeddings", json={"input": TEXTS}).json()
+        np.testing.assert_allclose([d["embedding"] for d in dense["data"]], want["dense_vecs"], atol=1e-6)
+
+        sparse = c.post("/v1/embeddings/sparse", json={"input": TEXTS, "return_tokens": True}).json()
+        for d, weights in zip(sparse["data"], want["lexical_weights"]):
+            assert d["indices"] == sorted(int(k) for k in weights)
+            np.testing.assert_allclose(d["values"], [float(weights[str(i)]) for i in d["indices"]], atol=1e-6)
+            assert d["tokens"] == list(m3.convert_id_to_token({str(i): 0 for i in d["indices"]}))
+
+        multi = c.post("/v1/embeddings/multivector", json={"input": TEXTS}).json()
+        for d, vecs in zip(multi["data"], want["colbert_vecs"]):
+            assert d["shape"] == list(vecs.shape)
+            np.testing.assert_allclose(d["embedding"], vecs, atol=1e-6)
+
+        docs = ["protein gene", "dark city water", "cancer risk study"]
+        rr = c.post("/v1/rerank", json={"query": "gene study", "documents": docs}).json()
+        scores = real_host.reranker.compute_score([("gene study", d) for d in docs])
+        assert [r["index"] for r in rr["results"]] == list(np.argsort(-np.asarray(scores), kind="stable"))
+        np.testing.assert_allclose(
+            [r["relevance_score"] for r in rr["results"]], sorted(scores, reverse=True), atol=1e-6
+        )
+        info = c.get("/info").json()["model"]
+        assert info["outputs"] == ["dense", "sparse", "multivector"] and info["reranker"]["name"] == "tiny-reranker"
+        assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["tiny-m3", "tiny-reranker"]
