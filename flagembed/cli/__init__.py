@@ -7,6 +7,7 @@ import logging
 import typer
 
 from flagembed.cli import embed as _embed
+from flagembed.cli import index as _index
 from flagembed.cli import models as _models
 
 app = typer.Typer(
@@ -18,6 +19,8 @@ app = typer.Typer(
 app.command("embed")(_embed.embed)
 app.command("demo")(_embed.demo)
 app.command("models")(_models.models)
+app.add_typer(_index.index_app, name="index")
+app.command("search")(_index.search)
 from flagembed.cli import serve as _serve  # noqa: E402
 
 app.command("serve")(_serve.serve)
