@@ -24,22 +24,22 @@ _DTYPES = {
 DeviceLike = str | int | torch.device | None
 
 
+def resolve_devices(device: DeviceLike | Sequence[DeviceLike]) -> list[torch.device]:
+    """All devices asked for: a list gives several (data parallelism), anything else one."""
+    if isinstance(device, (list, tuple)):
+        return [resolve_device(d) for d in device] or [resolve_device(None)]
+    return [resolve_device(device)]
+
+
 def resolve_device(device: DeviceLike | Sequence[DeviceLike]) -> torch.device:
     """Pick a device: ``None`` → first CUDA GPU, else MPS, else CPU; ints mean ``cuda:i``.
 
-    A list of several devices is accepted for FlagEmbedding compatibility; multi-device data
-    parallelism is not implemented yet, so the first one is used and a warning says so.
+    For callers without data parallelism, a list of several devices uses the first, with a warning.
     """
     if isinstance(device, (list, tuple)):
-        if not device:
-            device = None
-        else:
-            if len(device) > 1:
-                warnings.warn(
-                    f"multi-device encoding is not supported yet; using only {device[0]!r} of {list(device)!r}",
-                    stacklevel=3,
-                )
-            device = device[0]
+        if len(device) > 1:
+            warnings.warn(f"using only {device[0]!r} of {list(device)!r} here", stacklevel=3)
+        device = device[0] if device else None
     if device is None:
         if torch.cuda.is_available():
             return torch.device("cuda:0")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import weakref
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from flagembed.engine import EngineConfig, Tokenized, resolve_device, resolve_dtype, run_batches, tokenize
-from flagembed.engine.devices import DeviceLike, DType
+from flagembed.engine import EngineConfig, Tokenized, resolve_dtype, run_batches, tokenize
+from flagembed.engine.devices import DeviceLike, DType, resolve_devices
+from flagembed.engine.pool import WorkerPool, concat_results
 from flagembed.inference.inputs import apply_instruction, as_corpus_list, as_text_list
 from flagembed.inference.quantize import Precision, quantize
 from flagembed.models import (
@@ -84,7 +87,8 @@ class Embedder:
         )
         spec = self.settings.spec
         remote = trust_remote_code if trust_remote_code is not None else bool(spec and spec.trust_remote_code)
-        self.device = resolve_device(device)
+        self.devices = resolve_devices(device)  # several devices: one worker process each (see encode)
+        self.device = self.devices[0]
         self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
         self.tokenizer = load_tokenizer(path, trust_remote_code=remote)
         backbone = load_backbone(path, dtype=self.dtype, trust_remote_code=remote)
@@ -99,6 +103,20 @@ class Embedder:
         self.max_tokens_per_batch = max_tokens_per_batch
         self.show_progress = show_progress
         self.last_truncated = 0  # how many inputs the latest call cut to max_length
+        self._pool: WorkerPool | None = None
+        self._pool_factory = functools.partial(
+            Embedder,
+            str(path),
+            pooling=self.settings.pooling,
+            normalize=self.settings.normalize,
+            max_length=self.max_length,
+            truncate_dim=self.settings.truncate_dim,
+            batch_size=batch_size,
+            max_tokens_per_batch=max_tokens_per_batch,
+            dtype=dtype,
+            trust_remote_code=remote,
+            show_progress=False,
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -193,7 +211,33 @@ class Embedder:
         kwargs.setdefault("instruction_format", self.settings.passage_instruction_format)
         return self.encode(texts[0] if single else texts, **kwargs)
 
+    def close(self) -> None:
+        """Stop the per-device worker processes, if any were started."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ internals
+    def _encode_parallel(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        """Split ``texts`` into contiguous chunks, one per device worker; errors and crashes propagate."""
+        if self._pool is None:
+            self._pool = WorkerPool(self._pool_factory, [str(d) for d in self.devices])
+            weakref.finalize(self, self._pool.close)
+        parts = self._pool.map("_encode_chunk", texts, **kwargs)
+        self.last_truncated = sum(n for _, n in parts)
+        return concat_results([emb for emb, _ in parts])
+
+    def _encode_chunk(self, texts: list[str], **kwargs: Any) -> tuple[np.ndarray, int]:
+        """Worker side of :meth:`_encode_parallel`: embeddings plus the truncation count."""
+        emb = self._encode_texts(texts, **kwargs)
+        return emb, self.last_truncated
+
     def tokenize(self, texts: Sequence[str], max_length: int) -> Tokenized:
         """Token ids for ``texts`` (no padding), counting truncations in ``last_truncated``."""
         tok = tokenize(self.tokenizer, texts, max_length)
@@ -218,6 +262,15 @@ class Embedder:
         if not texts:
             self.last_truncated = 0
             return np.zeros((0, dim), dtype=np.float32)
+        if len(self.devices) > 1 and len(texts) > 1:
+            return self._encode_parallel(
+                texts,
+                max_length=max_length,
+                batch_size=batch_size,
+                normalize=normalize,
+                truncate_dim=truncate_dim,
+                show_progress=False,
+            )
         tok = self.tokenize(texts, max_length)
         config = self.engine_config
         if batch_size is not None:

@@ -158,3 +158,16 @@ def test_fp16_on_cpu_warns_and_uses_fp32(tiny_bert):
         devices._warned_cpu_half = False
         emb = Embedder(tiny_bert, dtype="fp16", device="cpu")
     assert emb.dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_several_devices_use_worker_processes(tiny_bert):
+    texts = [f"the cells {'a ' * i}" for i in range(23)]
+    single = Embedder(tiny_bert, device="cpu").encode(texts)
+    with Embedder(tiny_bert, device=["cpu", "cpu"], max_length=8) as multi:
+        got = multi.encode(texts)
+        assert multi._pool is not None and len(multi.devices) == 2
+        assert multi.last_truncated == sum(1 for t in texts if len(multi.tokenizer(t)["input_ids"]) > 8)
+    ref = Embedder(tiny_bert, device="cpu", max_length=8).encode(texts)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert single.shape == got.shape
