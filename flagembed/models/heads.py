@@ -188,11 +188,18 @@ def maxsim(
         best = sim.max(dim=2).values * q_valid
         best = torch.where(d_len[:, None] > 0, best, torch.zeros_like(best))
         return best.sum(dim=1) / q_len.clamp_min(1).float()
-    sim = torch.einsum("qid,njd->qinj", q, d)
-    sim = sim.masked_fill(~d_valid[None, None, :, :], neg)
-    best = sim.max(dim=3).values  # (Q, Lq, N)
-    best = torch.where(d_len[None, None, :] > 0, best, torch.zeros_like(best)) * q_valid[:, :, None]
-    return best.sum(dim=1) / q_len.clamp_min(1).float()[:, None]
+    # every query token against every document token as one matrix product; an extra coordinate
+    # (1 on real query tokens, -1e9 on padded document tokens) removes padding from the max without
+    # a masking pass, and padded query tokens (all zeros) add nothing to the sum
+    big = torch.tensor(-1e9, dtype=q.dtype, device=q.device)
+    q_ext = torch.cat([q * q_valid[..., None], q_valid[..., None]], dim=-1)
+    d_ext = torch.cat([d, torch.where(d_valid, torch.zeros((), device=d.device), big)[..., None]], dim=-1)
+    n_q, len_q, width = q_ext.shape
+    n_d, len_d, _ = d_ext.shape
+    sim = q_ext.reshape(n_q * len_q, width) @ d_ext.reshape(n_d * len_d, width).T
+    best = sim.view(n_q, len_q, n_d, len_d).amax(dim=3).sum(dim=1)  # (Q, N)
+    best = torch.where(d_len[None, :] > 0, best, torch.zeros_like(best))
+    return best / q_len.clamp_min(1).float()[:, None]
 
 
 def pad_vectors(vectors: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
