@@ -1,6 +1,22 @@
 """flagembed: embeddings, retrieval, reranking, evaluation and fine-tuning for BGE-style models."""
 
-from flagembed.inference import BGEM3FlagModel, Embedder, FlagAutoModel, FlagModel, M3Embedder, quantize
+from flagembed.inference import (
+    BGEM3FlagModel,
+    Embedder,
+    FlagAutoModel,
+    FlagAutoReranker,
+    FlagLLMReranker,
+    FlagModel,
+    FlagReranker,
+    LayerWiseFlagLLMReranker,
+    LayerwiseReranker,
+    LightWeightFlagLLMReranker,
+    LightweightReranker,
+    LLMReranker,
+    M3Embedder,
+    Reranker,
+    quantize,
+)
 from flagembed.models import ModelSpec, list_models, lookup
 
 __version__ = "0.1.0"
@@ -16,4 +32,15 @@ __all__ = [
     "list_models",
     "lookup",
     "quantize",
+]
+__all__ += [  # rerankers
+    "FlagAutoReranker",
+    "FlagLLMReranker",
+    "FlagReranker",
+    "LLMReranker",
+    "LayerWiseFlagLLMReranker",
+    "LayerwiseReranker",
+    "LightWeightFlagLLMReranker",
+    "LightweightReranker",
+    "Reranker",
 ]

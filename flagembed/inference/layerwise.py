@@ -22,9 +22,9 @@ import torch
 
 from flagembed.engine import Batch
 from flagembed.inference.llm_reranker import LLMReranker
+from flagembed.inference.pair_inputs import PairTokens
 from flagembed.models.layer_runner import decoder_stack, run_layers
 from flagembed.models.llm_scorer import LayerHeads, load_layer_heads
-from flagembed.models.pair_inputs import PairTokens
 from flagembed.models.pooling import last_token
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class LayerwiseReranker(LLMReranker):
             outputs = self.model(
                 input_ids=batch.input_ids, attention_mask=mask, output_hidden_states=True, cutoff_layers=layers
             )
-            return torch.stack([last_token(lg, mask).reshape(len(mask), -1)[:, 0].float() for lg in outputs.logits], 1)
+            return torch.stack([last_token(lg, mask).reshape(-1).float() for lg in outputs.logits], 1)
         states = run_layers(self.model, mask, start=0, stop=max(layers), capture=layers, input_ids=batch.input_ids)
         return self._head_scores(states, mask, layers)
 

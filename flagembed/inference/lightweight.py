@@ -18,8 +18,8 @@ import torch
 
 from flagembed.engine import Batch
 from flagembed.inference.layerwise import LayerwiseReranker, Scores
+from flagembed.inference.pair_inputs import LIGHTWEIGHT_PROMPT, PairTokens
 from flagembed.models.layer_runner import run_layers, token_compress
-from flagembed.models.pair_inputs import LIGHTWEIGHT_PROMPT, PairTokens
 from flagembed.models.pooling import last_token
 
 
@@ -97,10 +97,7 @@ class LightweightReranker(LayerwiseReranker):
                 cutoff_layers=layers,
             )
             return torch.stack(
-                [
-                    last_token(lg, m).reshape(len(m), -1)[:, 0].float()
-                    for lg, m in zip(outputs.logits, outputs.attention_masks)
-                ],
+                [last_token(lg, m).reshape(-1).float() for lg, m in zip(outputs.logits, outputs.attention_masks)],
                 dim=1,
             )
         top = max(layers)

@@ -14,10 +14,10 @@ import torch
 from flagembed.engine import Batch, EngineConfig, resolve_device, resolve_dtype, run_batches
 from flagembed.engine.devices import DeviceLike, DType
 from flagembed.inference.inputs import apply_instruction
+from flagembed.inference.pair_inputs import DEFAULT_LLM_PROMPT, PairTokens, llm_pairs
 from flagembed.inference.reranker import RerankResult, as_pairs, cap_length, rerank_with, sigmoid
 from flagembed.models import HubOptions, load_tokenizer, lookup, resolve_model_path
 from flagembed.models.llm_scorer import yes_logits, yes_token_id
-from flagembed.models.pair_inputs import DEFAULT_LLM_PROMPT, PairTokens, llm_pairs
 
 logger = logging.getLogger(__name__)
 

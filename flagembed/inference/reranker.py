@@ -14,8 +14,8 @@ import torch
 from flagembed.engine import EngineConfig, resolve_device, resolve_dtype, run_batches
 from flagembed.engine.devices import DeviceLike, DType
 from flagembed.inference.inputs import apply_instruction, corpus_text
+from flagembed.inference.pair_inputs import PairTokens, cross_encoder_pairs, pair_template
 from flagembed.models import HubOptions, load_tokenizer, lookup, resolve_model_path
-from flagembed.models.pair_inputs import PairTokens, cross_encoder_pairs, pair_template
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class Reranker:
                 types = torch.where(pos < head.unsqueeze(1), first, second)
                 kwargs["token_type_ids"] = types * batch.attention_mask
             logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs).logits
-            return logits[:, 0].float()
+            return logits.view(-1).float()  # one label: (B, 1) -> (B,)
 
         with torch.inference_mode():
             scores = run_batches(

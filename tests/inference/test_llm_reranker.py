@@ -10,7 +10,7 @@ import tiny_rerankers
 import torch
 
 from flagembed.inference.llm_reranker import LLMReranker
-from flagembed.models.pair_inputs import DEFAULT_LLM_PROMPT
+from flagembed.inference.pair_inputs import DEFAULT_LLM_PROMPT
 
 PAIRS = [
     ("what is the cell", "the cell is a small protein in the human brain"),
