@@ -19,6 +19,9 @@ app = typer.Typer(
 app.command("embed")(_embed.embed)
 app.command("demo")(_embed.demo)
 app.command("models")(_models.models)
+from flagembed.cli import rerank as _rerank  # noqa: E402
+
+app.command("rerank")(_rerank.rerank)
 app.add_typer(_index.index_app, name="index")
 app.command("search")(_index.search)
 from flagembed.cli import serve as _serve  # noqa: E402

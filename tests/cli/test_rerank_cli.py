@@ -1,0 +1,68 @@
+"""``flagembed rerank`` on a tiny cross-encoder and a tiny LLM reranker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tiny_models
+import tiny_rerankers
+from typer.testing import CliRunner
+
+from flagembed.cli import app
+from flagembed.inference import LLMReranker, Reranker
+
+DOCS = ["the cell is a small protein", "hiv drug therapy", "blood virus in mouse"]
+
+
+@pytest.fixture(scope="module")
+def docs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli") / "docs.txt"
+    path.write_text("\n".join(DOCS) + "\n", encoding="utf-8")
+    return path
+
+
+def test_rerank_table_and_json(tmp_path: Path, docs_file: Path) -> None:
+    model = tiny_models.build_bert(tmp_path / "ce", seed=7, classifier=True)
+    runner = CliRunner()
+    table = runner.invoke(
+        app, ["rerank", "-m", str(model), "-q", "what is the cell", "-d", str(docs_file), "--device", "cpu"]
+    )
+    assert table.exit_code == 0, table.output
+    assert "rank" in table.output and "the cell is a small protein" in table.output
+    out = runner.invoke(
+        app,
+        [
+            "rerank",
+            "-m",
+            str(model),
+            "-q",
+            "what is the cell",
+            "-d",
+            str(docs_file),
+            "--json",
+            "-k",
+            "2",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    scores = Reranker(model, device="cpu").compute_score([("what is the cell", d) for d in DOCS])
+    best = sorted(range(3), key=lambda i: -scores[i])[:2]
+    assert [r["index"] for r in rows] == best
+    assert rows[0]["score"] == pytest.approx(scores[best[0]], rel=1e-5)
+
+
+def test_rerank_llm_kind_and_errors(tmp_path: Path, docs_file: Path) -> None:
+    model = tiny_rerankers.build_decoder_lm(tmp_path / "lm", "qwen2", layers=2)
+    runner = CliRunner()
+    args = ["rerank", "-m", str(model), "-q", "hiv", "-d", str(docs_file), "--kind", "llm", "--json", "--device", "cpu"]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    scores = LLMReranker(model, device="cpu").compute_score([("hiv", d) for d in DOCS])
+    assert max(r["score"] for r in json.loads(out.stdout)) == pytest.approx(max(scores), rel=1e-5)
+    bad = runner.invoke(app, ["rerank", "-m", str(model), "-q", "x", "-d", str(docs_file), "--kind", "nope"])
+    assert bad.exit_code == 2 and "unknown --kind" in bad.output
