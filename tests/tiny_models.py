@@ -25,7 +25,8 @@ WORDS = (
 
 def _vocab() -> list[str]:
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    return sorted(set(WORDS)) + chars + [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    pieces = sorted(set(WORDS)) + chars + [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    return list(dict.fromkeys(pieces))  # unique: "a" and "i" are both words and letters
 
 
 def _save(model: torch.nn.Module, tokenizer: object, path: Path) -> Path:
