@@ -1,0 +1,214 @@
+"""Retrieval evaluation: embed corpus and queries, search an index, optionally rerank the top k, score.
+
+Follows FlagEmbedding's pipeline (REFERENCE.md §4.2): documents are ``f"{title} {text}".strip()``, queries get
+the model's query instruction, the corpus is searched exactly (faiss flat, inner product), a reranker rescores
+each query's top ``rerank_top_k`` with one ``compute_score`` call and its scores replace the retrieval scores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from flagembed.evaluate.cache import EmbeddingCache, cached_encode, model_config, texts_fingerprint
+from flagembed.evaluate.loaders import RetrievalData
+from flagembed.evaluate.metrics import DEFAULT_K, evaluate_run
+from flagembed.evaluate.report import EvalResult
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["dense", "sparse", "colbert", "hybrid"]
+MODES: tuple[str, ...] = ("dense", "sparse", "colbert", "hybrid")
+Run = dict[str, dict[str, float]]
+
+
+class Scorer(Protocol):
+    """Anything that scores (query, passage) pairs, e.g. ``flagembed.inference.Reranker``."""
+
+    def compute_score(self, sentence_pairs: list[tuple[str, str]]) -> Any:
+        """One relevance score per pair."""
+
+
+def _dense(vectors: Any) -> np.ndarray:
+    """Dense vectors from an embedder's output (an array, a tensor or an M3 dict with ``dense_vecs``)."""
+    if isinstance(vectors, dict):
+        if "dense_vecs" not in vectors:
+            raise TypeError(f"encoder returned a dict without 'dense_vecs' (keys: {sorted(vectors)})")
+        vectors = vectors["dense_vecs"]
+    if hasattr(vectors, "detach"):
+        vectors = vectors.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+
+
+def encode_retrieval_data(
+    model: Any,
+    data: RetrievalData,
+    *,
+    cache: EmbeddingCache | None = None,
+    show_progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Query and corpus vectors (through the cache when given), in ``data.queries`` / ``data.corpus`` order."""
+    config = model_config(model)
+    doc_texts, query_texts = data.doc_texts(), list(data.queries.values())
+    kwargs = {} if show_progress is None else {"show_progress": show_progress}
+    corpus = cached_encode(
+        cache,
+        {**config, "side": "corpus", "texts": data.fingerprint()},
+        lambda: _dense(model.encode_corpus(doc_texts, **kwargs)),
+    )
+    queries = cached_encode(
+        cache,
+        {**config, "side": "queries", "texts": texts_fingerprint(query_texts)},
+        lambda: _dense(model.encode_queries(query_texts, **kwargs)),
+    )
+    return queries, corpus
+
+
+def dense_search(
+    query_vectors: np.ndarray,
+    corpus_vectors: np.ndarray,
+    query_ids: Sequence[str],
+    doc_ids: Sequence[str],
+    top_k: int,
+    *,
+    ignore_identical_ids: bool = False,
+) -> Run:
+    """Exact inner-product search with ``flagembed.index.DenseIndex`` (faiss flat) -> ``{qid: {docid: score}}``."""
+    from flagembed.index import DenseIndex
+
+    index = DenseIndex(corpus_vectors.shape[1], kind="flat")
+    index.add(list(doc_ids), corpus_vectors)
+    depth = min(top_k + (1 if ignore_identical_ids else 0), len(doc_ids))
+    hits = index.search(query_vectors, top_k=max(depth, 1))
+    run: Run = {}
+    for qid, ids, scores in zip(query_ids, hits.ids, hits.scores):
+        pairs = [(d, float(s)) for d, s in zip(ids, scores) if not (ignore_identical_ids and d == qid)]
+        run[qid] = dict(pairs[:top_k])
+    return run
+
+
+def rerank_run(reranker: Scorer, run: Run, data: RetrievalData, top_k: int = 100) -> Run:
+    """Rescore each query's ``top_k`` hits with ``reranker`` in one ``compute_score`` call; keep only those."""
+    if top_k < 1:
+        raise ValueError(f"rerank_top_k must be >= 1, got {top_k}")
+    texts = dict(zip(data.corpus, data.doc_texts()))
+    keys: list[tuple[str, str]] = []
+    for qid, hits in run.items():
+        best = sorted(hits.items(), key=lambda kv: -kv[1])[:top_k]
+        keys.extend((qid, did) for did, _ in best)
+    if not keys:
+        return {qid: {} for qid in run}
+    scores = reranker.compute_score([(data.queries[q], texts[d]) for q, d in keys])
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(scores) != len(keys):
+        raise ValueError(f"reranker returned {len(scores)} scores for {len(keys)} pairs")
+    out: Run = {qid: {} for qid in run}
+    for (qid, did), s in zip(keys, scores):
+        out[qid][did] = float(s)
+    return out
+
+
+def _search(
+    mode: str, model: Any, data: RetrievalData, top_k: int, ignore_identical_ids: bool, cache: Any, progress: Any
+) -> Run:
+    if mode == "dense":
+        q, c = encode_retrieval_data(model, data, cache=cache, show_progress=progress)
+        return dense_search(q, c, list(data.queries), data.doc_ids(), top_k, ignore_identical_ids=ignore_identical_ids)
+    raise NotImplementedError(
+        f"retrieval mode {mode!r} needs BGE-M3 outputs (flagembed.inference.M3Embedder) and the matching "
+        "flagembed.index searcher (SparseIndex / MultiVectorIndex / HybridSearcher), which this build does not "
+        "wire into evaluation yet; use mode 'dense'"
+    )
+
+
+def evaluate_retrieval(
+    model: Any,
+    data: RetrievalData,
+    *,
+    modes: Sequence[Mode] = ("dense",),
+    search_top_k: int = 1000,
+    k_values: Sequence[int] = DEFAULT_K,
+    reranker: Scorer | None = None,
+    rerank_top_k: int = 100,
+    ignore_identical_ids: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    model_name: str | None = None,
+    reranker_name: str | None = None,
+    show_progress: bool | None = None,
+) -> list[EvalResult]:
+    """Evaluate ``model`` on one retrieval split, per mode, and again after reranking when ``reranker`` is given.
+
+    Args:
+        model: an embedder with ``encode_queries`` / ``encode_corpus`` (e.g. ``flagembed.Embedder``).
+        data: a split from :func:`flagembed.evaluate.load_retrieval`.
+        modes: retrieval modes; ``dense`` works with every embedder.
+        search_top_k: hits kept per query (cap for recall@k).
+        reranker: optional object with ``compute_score(pairs)``; reranks the top ``rerank_top_k``.
+        ignore_identical_ids: drop hits whose document id equals the query id (e.g. duplicate-question sets).
+        cache_dir: embedding cache folder; reruns with the same configuration skip encoding.
+
+    Returns:
+        One :class:`EvalResult` per mode (plus one per mode with the reranker).
+
+    Raises:
+        ValueError: unknown mode or bad cutoffs.
+        NotImplementedError: a mode other than dense (needs the M3 searchers).
+    """
+    for i, m in enumerate(modes):
+        if m not in MODES:
+            raise ValueError(f"modes[{i}] = {m!r} is unknown; valid: {', '.join(MODES)}")
+    if search_top_k < 1:
+        raise ValueError(f"search_top_k must be >= 1, got {search_top_k}")
+    cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
+    config = model_config(model)
+    name = model_name or str(config.get("name") or type(model).__name__)
+    args = {
+        "search_top_k": search_top_k,
+        "k_values": sorted(set(k_values)),
+        "ignore_identical_ids": ignore_identical_ids,
+        "corpus": data.fingerprint(),
+    }
+    results: list[EvalResult] = []
+    for mode in modes:
+        start = time.perf_counter()
+        run = _search(mode, model, data, search_top_k, ignore_identical_ids, cache, show_progress)
+        retrieval_seconds = time.perf_counter() - start
+        stages: list[tuple[str | None, Run, float]] = [(None, run, retrieval_seconds)]
+        if reranker is not None:
+            start = time.perf_counter()
+            reranked = rerank_run(reranker, run, data, rerank_top_k)
+            rname = reranker_name or _scorer_name(reranker)
+            stages.append((rname, reranked, retrieval_seconds + time.perf_counter() - start))
+        for rname, stage_run, seconds in stages:
+            scores = evaluate_run(data.qrels, stage_run, k_values)
+            cfg = {"model": config, "eval": {**args, "mode": mode}}
+            if rname is not None:
+                cfg["reranker"] = {"name": rname, "rerank_top_k": rerank_top_k}
+            results.append(
+                EvalResult(
+                    task="retrieval",
+                    dataset=data.name,
+                    split=data.split,
+                    model=name,
+                    reranker=rname,
+                    mode=mode,
+                    metrics=scores.scores,
+                    main_score="ndcg_at_10" if "ndcg_at_10" in scores.scores else next(iter(scores.scores)),
+                    config=cfg,
+                    per_query=scores.query_scores(),
+                    stats={**data.stats, "cache_hits": cache.hits if cache else 0},
+                    seconds=seconds,
+                    search_results=stage_run,
+                )
+            )
+    return results
+
+
+def _scorer_name(reranker: Any) -> str:
+    settings = getattr(reranker, "settings", None)
+    return str(getattr(settings, "name", None) or getattr(reranker, "name", None) or type(reranker).__name__)
