@@ -48,3 +48,16 @@ def build_big_bert(path: Path, seed: int, hidden: int = 256, layers: int = 4, vo
         max_position_embeddings=128,
     )
     return tiny_models._save(BertModel(cfg).eval(), tok, path)
+
+
+def add_noise(path: Path, seed: int, std: float = 0.2) -> Path:
+    """Add Gaussian noise to every floating tensor of ``path``'s weights (random models are near-identical)."""
+    from safetensors.torch import load_file, save_file
+
+    gen = torch.Generator().manual_seed(seed)
+    state = load_file(str(path / "model.safetensors"))
+    for k, v in state.items():
+        if v.is_floating_point():
+            state[k] = v + std * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path
