@@ -27,6 +27,9 @@ app.command("search")(_index.search)
 from flagembed.cli import serve as _serve  # noqa: E402
 
 app.command("serve")(_serve.serve)
+from flagembed.cli import merge as _merge  # noqa: E402
+
+app.command("merge", cls=_merge.VariadicCommand)(_merge.merge)
 
 
 def main() -> None:
