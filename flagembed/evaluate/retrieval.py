@@ -52,18 +52,23 @@ def encode_retrieval_data(
     cache: EmbeddingCache | None = None,
     show_progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Query and corpus vectors (through the cache when given), in ``data.queries`` / ``data.corpus`` order."""
+    """Query and corpus vectors (through the cache when given), in ``data.queries`` / ``data.corpus`` order.
+
+    The corpus key ignores query-side settings (a new query instruction does not re-embed the corpus).
+    """
     config = model_config(model)
     doc_texts, query_texts = data.doc_texts(), list(data.queries.values())
     kwargs = {} if show_progress is None else {"show_progress": show_progress}
+    passage_side = {k: v for k, v in config.items() if not k.startswith("query_")}
+    query_side = {k: v for k, v in config.items() if not k.startswith("passage_")}
     corpus = cached_encode(
         cache,
-        {**config, "side": "corpus", "texts": data.fingerprint()},
+        {**passage_side, "side": "corpus", "texts": data.fingerprint()},
         lambda: _dense(model.encode_corpus(doc_texts, **kwargs)),
     )
     queries = cached_encode(
         cache,
-        {**config, "side": "queries", "texts": texts_fingerprint(query_texts)},
+        {**query_side, "side": "queries", "texts": texts_fingerprint(query_texts)},
         lambda: _dense(model.encode_queries(query_texts, **kwargs)),
     )
     return queries, corpus

@@ -1,0 +1,87 @@
+"""Retrieval evaluation: search equals brute force, metrics equal pytrec_eval, reranking, identical ids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flagembed.evaluate import evaluate_retrieval, load_retrieval
+from flagembed.evaluate.retrieval import dense_search, rerank_run
+
+pytrec_eval = pytest.importorskip("pytrec_eval")
+
+
+def _brute_force(embedder, data):
+    q = embedder.encode_queries(list(data.queries.values()))
+    d = embedder.encode_corpus(data.doc_texts())
+    return q @ d.T
+
+
+def test_dense_retrieval_matches_brute_force_and_pytrec(tiny_embedder, beir_dir):
+    data = load_retrieval(beir_dir)
+    (res,) = evaluate_retrieval(tiny_embedder, data, k_values=(1, 3, 5))
+    scores = _brute_force(tiny_embedder, data)
+    docs = data.doc_ids()
+    for i, qid in enumerate(data.queries):
+        got = res.search_results[qid]
+        assert set(got) == set(docs)
+        for j, did in enumerate(docs):
+            assert got[did] == pytest.approx(float(scores[i, j]), abs=1e-5)
+    ref = pytrec_eval.RelevanceEvaluator(data.qrels, {"ndcg_cut.1,3,5", "recall.1,3,5"}).evaluate(res.search_results)
+    for k in (1, 3, 5):
+        assert res.metrics[f"ndcg_at_{k}"] == pytest.approx(np.mean([v[f"ndcg_cut_{k}"] for v in ref.values()]))
+    assert res.main_score == "ndcg_at_10" or res.main_score in res.metrics
+    assert res.config["model"]["pooling"] == "cls"
+    assert res.stats["unknown_doc_qrels"] == 1
+
+
+def test_ignore_identical_ids():
+    q = np.eye(2, dtype=np.float32)
+    d = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype=np.float32)
+    run = dense_search(q, d, ["a", "z"], ["a", "b", "c"], top_k=2, ignore_identical_ids=True)
+    assert list(run["a"]) == ["b", "c"]  # "a" dropped, still 2 hits
+    assert list(run["z"]) == ["c", "b"]
+
+
+class KeywordReranker:
+    """Scores a pair by word overlap (an independent, inspectable reranker)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def compute_score(self, pairs):
+        self.calls += 1
+        return [len(set(q.split()) & set(p.split())) for q, p in pairs]
+
+
+def test_rerank_top_k(tiny_embedder, beir_dir):
+    data = load_retrieval(beir_dir)
+    reranker = KeywordReranker()
+    base, reranked = evaluate_retrieval(tiny_embedder, data, reranker=reranker, rerank_top_k=3, k_values=(1, 3))
+    assert reranker.calls == 1  # one compute_score call for all pairs
+    assert reranked.reranker == "KeywordReranker" and base.reranker is None
+    texts = dict(zip(data.doc_ids(), data.doc_texts()))
+    for qid, hits in reranked.search_results.items():
+        top3 = sorted(base.search_results[qid].items(), key=lambda kv: -kv[1])[:3]
+        assert set(hits) == {d for d, _ in top3}
+        for did, s in hits.items():
+            assert s == len(set(data.queries[qid].split()) & set(texts[did].split()))
+
+
+def test_rerank_rejects_wrong_score_count(beir_dir):
+    data = load_retrieval(beir_dir)
+
+    class Broken:
+        def compute_score(self, pairs):
+            return [0.0]
+
+    with pytest.raises(ValueError, match="returned 1 scores"):
+        rerank_run(Broken(), {"q1": {"d1": 1.0, "d2": 0.5}}, data, 2)
+
+
+def test_unknown_and_unwired_modes(tiny_embedder, beir_dir):
+    data = load_retrieval(beir_dir)
+    with pytest.raises(ValueError, match="valid: dense"):
+        evaluate_retrieval(tiny_embedder, data, modes=("bm25",))
+    with pytest.raises(NotImplementedError, match="sparse"):
+        evaluate_retrieval(tiny_embedder, data, modes=("sparse",))
