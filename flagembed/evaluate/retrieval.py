@@ -118,17 +118,30 @@ def rerank_run(reranker: Scorer, run: Run, data: RetrievalData, top_k: int = 100
     return out
 
 
-def _search(
-    mode: str, model: Any, data: RetrievalData, top_k: int, ignore_identical_ids: bool, cache: Any, progress: Any
-) -> Run:
-    if mode == "dense":
-        q, c = encode_retrieval_data(model, data, cache=cache, show_progress=progress)
-        return dense_search(q, c, list(data.queries), data.doc_ids(), top_k, ignore_identical_ids=ignore_identical_ids)
-    raise NotImplementedError(
-        f"retrieval mode {mode!r} needs BGE-M3 outputs (flagembed.inference.M3Embedder) and the matching "
-        "flagembed.index searcher (SparseIndex / MultiVectorIndex / HybridSearcher), which this build does not "
-        "wire into evaluation yet; use mode 'dense'"
-    )
+def _m3_searcher(model: Any, data: RetrievalData, modes: Sequence[str], progress: bool | None) -> Any:
+    """One HybridSearcher over the corpus with every index the M3 modes in ``modes`` need (one encoding pass)."""
+    from flagembed.index import HybridSearcher
+    from flagembed.inference import M3Embedder
+
+    if not isinstance(model, M3Embedder):
+        raise ValueError(
+            f"modes {sorted(set(modes) - {'dense'})} need BGE-M3 outputs; got a {type(model).__name__} "
+            "(use flagembed.inference.M3Embedder, or mode 'dense')"
+        )
+    needed = {"dense", "sparse", "colbert"} if "hybrid" in modes else set(modes) & {"dense", "sparse", "colbert"}
+    order = [m for m in ("dense", "sparse", "colbert") if m in needed]
+    return HybridSearcher.build(model, data.doc_texts(), data.doc_ids(), modes=order, show_progress=progress)
+
+
+def _m3_search(searcher: Any, mode: str, data: RetrievalData, top_k: int, ignore_identical_ids: bool) -> Run:
+    modes = ["dense", "sparse", "colbert"] if mode == "hybrid" else [mode]
+    depth = min(top_k + (1 if ignore_identical_ids else 0), len(data.corpus))
+    hits = searcher.search(list(data.queries.values()), top_k=max(depth, 1), modes=modes)
+    run: Run = {}
+    for qid, ids, scores in zip(data.queries, hits.ids, hits.scores):
+        pairs = [(d, float(s)) for d, s in zip(ids, scores) if not (ignore_identical_ids and d == qid)]
+        run[qid] = dict(pairs[:top_k])
+    return run
 
 
 def evaluate_retrieval(
@@ -151,7 +164,8 @@ def evaluate_retrieval(
     Args:
         model: an embedder with ``encode_queries`` / ``encode_corpus`` (e.g. ``flagembed.Embedder``).
         data: a split from :func:`flagembed.evaluate.load_retrieval`.
-        modes: retrieval modes; ``dense`` works with every embedder.
+        modes: retrieval modes; ``dense`` works with every embedder (and uses the cache); ``sparse``,
+            ``colbert`` and ``hybrid`` (weighted dense 0.4 + sparse 0.2 + ColBERT 0.4) need an ``M3Embedder``.
         search_top_k: hits kept per query (cap for recall@k).
         reranker: optional object with ``compute_score(pairs)``; reranks the top ``rerank_top_k``.
         ignore_identical_ids: drop hits whose document id equals the query id (e.g. duplicate-question sets).
@@ -161,8 +175,7 @@ def evaluate_retrieval(
         One :class:`EvalResult` per mode (plus one per mode with the reranker).
 
     Raises:
-        ValueError: unknown mode or bad cutoffs.
-        NotImplementedError: a mode other than dense (needs the M3 searchers).
+        ValueError: unknown mode, bad cutoffs, or an M3 mode with a non-M3 embedder.
     """
     for i, m in enumerate(modes):
         if m not in MODES:
@@ -179,9 +192,16 @@ def evaluate_retrieval(
         "corpus": data.fingerprint(),
     }
     results: list[EvalResult] = []
+    m3_modes = [m for m in modes if m != "dense"]
+    searcher = _m3_searcher(model, data, m3_modes, show_progress) if m3_modes else None
     for mode in modes:
         start = time.perf_counter()
-        run = _search(mode, model, data, search_top_k, ignore_identical_ids, cache, show_progress)
+        if mode == "dense":
+            q, c = encode_retrieval_data(model, data, cache=cache, show_progress=show_progress)
+            query_ids, doc_ids = list(data.queries), data.doc_ids()
+            run = dense_search(q, c, query_ids, doc_ids, search_top_k, ignore_identical_ids=ignore_identical_ids)
+        else:
+            run = _m3_search(searcher, mode, data, search_top_k, ignore_identical_ids)
         retrieval_seconds = time.perf_counter() - start
         stages: list[tuple[str | None, Run, float]] = [(None, run, retrieval_seconds)]
         if reranker is not None:

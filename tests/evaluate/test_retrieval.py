@@ -79,9 +79,37 @@ def test_rerank_rejects_wrong_score_count(beir_dir):
         rerank_run(Broken(), {"q1": {"d1": 1.0, "d2": 0.5}}, data, 2)
 
 
-def test_unknown_and_unwired_modes(tiny_embedder, beir_dir):
+def test_unknown_modes_and_m3_modes_need_m3(tiny_embedder, beir_dir):
     data = load_retrieval(beir_dir)
     with pytest.raises(ValueError, match="valid: dense"):
         evaluate_retrieval(tiny_embedder, data, modes=("bm25",))
-    with pytest.raises(NotImplementedError, match="sparse"):
+    with pytest.raises(ValueError, match="M3Embedder"):
         evaluate_retrieval(tiny_embedder, data, modes=("sparse",))
+
+
+def test_m3_modes_match_brute_force(tmp_path, beir_dir):
+    from tiny_m3 import build_m3
+
+    from flagembed.inference import M3Embedder
+
+    m3 = M3Embedder(build_m3(tmp_path / "m3"), device="cpu")
+    data = load_retrieval(beir_dir)
+    results = evaluate_retrieval(m3, data, modes=("dense", "sparse", "colbert", "hybrid"), k_values=(1, 3))
+    assert [r.mode for r in results] == ["dense", "sparse", "colbert", "hybrid"]
+    queries, docs = list(data.queries.values()), data.doc_texts()
+    q = m3.encode_queries(queries, return_sparse=True, return_colbert_vecs=True)
+    d = m3.encode_corpus(docs, return_sparse=True, return_colbert_vecs=True)
+    n_docs = len(docs)
+    sparse = np.array(
+        [[m3.compute_lexical_matching_score(a, b) for b in d["lexical_weights"]] for a in q["lexical_weights"]]
+    )
+    colbert = np.array([[float(m3.colbert_score(a, b)) for b in d["colbert_vecs"]] for a in q["colbert_vecs"]])
+    dense = q["dense_vecs"] @ d["dense_vecs"].T
+    expected = {"sparse": sparse, "colbert": colbert, "hybrid": (0.4 * dense + 0.2 * sparse + 0.4 * colbert)}
+    for r in results[1:]:
+        for i, qid in enumerate(data.queries):
+            got = r.search_results[qid]
+            assert len(got) == n_docs or r.mode == "sparse"  # the inverted index returns only overlapping docs
+            for j, did in enumerate(data.doc_ids()):
+                want = expected[r.mode][i, j]
+                assert got.get(did, 0.0) == pytest.approx(want, abs=1e-4), (r.mode, qid, did)
