@@ -30,6 +30,9 @@ app.command("serve")(_serve.serve)
 from flagembed.cli import merge as _merge  # noqa: E402
 
 app.command("merge", cls=_merge.VariadicCommand)(_merge.merge)
+from flagembed.cli import eval as _eval  # noqa: E402
+
+app.add_typer(_eval.eval_app, name="eval")
 
 
 def main() -> None:

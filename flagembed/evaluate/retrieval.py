@@ -36,6 +36,8 @@ class Scorer(Protocol):
 
 def _dense(vectors: Any) -> np.ndarray:
     """Dense vectors from an embedder's output (an array, a tensor or an M3 dict with ``dense_vecs``)."""
+    if hasattr(vectors, "dense") and not hasattr(vectors, "shape"):  # M3Output
+        vectors = vectors.dense
     if isinstance(vectors, dict):
         if "dense_vecs" not in vectors:
             raise TypeError(f"encoder returned a dict without 'dense_vecs' (keys: {sorted(vectors)})")

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import DOCS
+from tiny_eval import DOCS
 
 from flagembed.evaluate import load_pairs, load_retrieval
 

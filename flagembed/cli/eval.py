@@ -1,0 +1,116 @@
+"""``flagembed eval retrieval|sts|mteb``: evaluate models, write results JSON under OUT, print a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flagembed.cli.common import Device, DType, emit_table, fail
+
+eval_app = typer.Typer(help="Evaluate embedders and rerankers (retrieval, STS, MTEB).", no_args_is_help=True)
+
+_ERRORS = (ValueError, TypeError, FileNotFoundError, NotImplementedError, ImportError)
+
+
+def _split_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@eval_app.command("retrieval")
+def retrieval(
+    model: str = typer.Option(..., "--model", "-m", help="Embedder name, hub id or local folder."),
+    data: Path = typer.Option(..., "--data", "-d", help="Retrieval folder (BEIR or FlagEmbedding layout)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for results JSON, tables and the cache."),
+    split: str = typer.Option("test", help="Qrels split to evaluate."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Reranker to rescore the top hits with."),
+    rerank_top_k: int = typer.Option(100, "--rerank-top-k", help="Hits per query to rerank."),
+    modes: str = typer.Option("dense", help="Comma-separated: dense, sparse, colbert, hybrid (M3 needed)."),
+    search_top_k: int = typer.Option(1000, "--search-top-k", help="Hits kept per query."),
+    k_values: str = typer.Option("1,3,5,10,100,1000", "--k-values", help="Comma-separated cutoffs."),
+    ignore_identical_ids: bool = typer.Option(False, "--ignore-identical-ids", help="Drop hits with id == query id."),
+    batch_size: int = typer.Option(256, help="Texts per batch."),
+    plot: bool = typer.Option(False, "--plot", help="Also write recall@k curves as a PNG."),
+    device: Device = None,
+    dtype: DType = "auto",
+) -> None:
+    """Retrieval on a BEIR-layout folder, optionally reranked; metrics like ndcg_at_10 (fractions)."""
+    from flagembed.evaluate.jobs import retrieval_job
+
+    try:
+        ks = [int(k) for k in _split_list(k_values)]
+        results = retrieval_job(
+            model,
+            data,
+            output,
+            split=split,
+            modes=_split_list(modes),
+            rerank=rerank,
+            rerank_top_k=rerank_top_k,
+            search_top_k=search_top_k,
+            k_values=ks,
+            ignore_identical_ids=ignore_identical_ids,
+            plot=plot,
+            embedder_kwargs={"device": device, "dtype": dtype, "batch_size": batch_size, "show_progress": True},
+            reranker_kwargs={"device": device, "dtype": dtype, "show_progress": True},
+        )
+    except _ERRORS as exc:
+        fail(str(exc))
+    keys = [k for k in ("ndcg_at_10", "recall_at_10", "mrr_at_10", "recall_at_100") if k in results[0].metrics]
+    rows = [[r.dataset, r.mode or "", r.reranker or "-", *(f"{r.metrics[k]:.4f}" for k in keys)] for r in results]
+    emit_table(["dataset", "mode", "reranker", *keys], rows)
+    typer.echo(f"results under {output}")
+
+
+@eval_app.command("sts")
+def sts(
+    model: str = typer.Option(..., "--model", "-m", help="Embedder name, hub id or local folder."),
+    data: Path = typer.Option(..., "--data", "-d", help="Pair TSV/JSONL file, or a folder of them (one set)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the results JSON."),
+    name: Optional[str] = typer.Option(None, help="Dataset name in the results (default: file or folder name)."),
+    batch_size: int = typer.Option(256, help="Texts per batch."),
+    device: Device = None,
+    dtype: DType = "auto",
+) -> None:
+    """STS: Spearman/Pearson correlation of cosine similarity with gold scores (cosine_spearman, fractions)."""
+    from flagembed.evaluate.jobs import sts_job
+
+    try:
+        r = sts_job(
+            model,
+            data,
+            output,
+            name=name,
+            embedder_kwargs={"device": device, "dtype": dtype, "batch_size": batch_size, "show_progress": True},
+        )
+    except _ERRORS as exc:
+        fail(str(exc))
+    keys = ["cosine_spearman", "cosine_pearson"]
+    emit_table(
+        ["dataset", "pairs", *keys], [[r.dataset, str(r.stats["pairs"]), *(f"{r.metrics[k]:.4f}" for k in keys)]]
+    )
+    typer.echo(f"results under {output}")
+
+
+@eval_app.command("mteb")
+def mteb(
+    model: str = typer.Option(..., "--model", "-m", help="Embedder name, hub id or local folder."),
+    tasks: Optional[str] = typer.Option(None, help="Comma-separated MTEB task names."),
+    benchmark: Optional[str] = typer.Option(None, help="A named benchmark, e.g. C-MTEB or 'MTEB(eng, v2)'."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for mteb's result files."),
+    device: Device = None,
+    dtype: DType = "auto",
+) -> None:
+    """Run MTEB / C-MTEB tasks through the mteb package (needs network for its datasets)."""
+    from flagembed.evaluate.jobs import load_embedder
+    from flagembed.evaluate.mteb_adapter import run_mteb
+
+    try:
+        if not tasks and not benchmark:
+            raise ValueError("give --tasks or --benchmark")
+        embedder = load_embedder(model, device=device, dtype=dtype, show_progress=True)
+        scores = run_mteb(embedder, tasks=_split_list(tasks or ""), benchmark=benchmark, output_dir=output)
+    except _ERRORS as exc:
+        fail(str(exc))
+    emit_table(["task", "main_score"], [[t, f"{s['main_score']:.4f}"] for t, s in scores.items()])
