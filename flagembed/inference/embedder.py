@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from flagembed.engine import EngineConfig, Tokenized, resolve_dtype, run_batches, tokenize
+from flagembed.engine.backends import BACKENDS, QUANTIZE_CHOICES, OnnxRunner, load_onnx_runner
 from flagembed.engine.devices import DeviceLike, DType, resolve_devices
 from flagembed.engine.pool import WorkerPool, concat_results
 from flagembed.inference.inputs import apply_instruction, as_corpus_list, as_text_list
@@ -69,7 +70,11 @@ class Embedder:
         local_files_only: bool | None = None,
         trust_remote_code: bool | None = None,
         show_progress: bool | None = None,
+        backend: Literal["torch", "onnx"] = "torch",
+        quantize: Literal["int8"] | None = None,
+        num_threads: int | None = None,
     ) -> None:
+        _check_backend(backend, quantize)
         hub = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
         path = resolve_model_path(model_name_or_path, hub)
         self.settings: EncoderSettings = resolve_settings(
@@ -87,7 +92,8 @@ class Embedder:
         )
         spec = self.settings.spec
         remote = trust_remote_code if trust_remote_code is not None else bool(spec and spec.trust_remote_code)
-        self.devices = resolve_devices(device)  # several devices: one worker process each (see encode)
+        onnx_device = "cpu" if backend == "onnx" and device is None else device
+        self.devices = resolve_devices(onnx_device)  # several devices: one worker process each (see encode)
         self.device = self.devices[0]
         self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
         self.tokenizer = load_tokenizer(path, trust_remote_code=remote)
@@ -96,6 +102,14 @@ class Embedder:
             backbone, self.settings.pooling, self.settings.normalize, self.settings.truncate_dim
         ).to(self.device)
         self.encoder.eval()
+        self.backend = backend
+        self.onnx: OnnxRunner | None = None  # backend="onnx": runs the backbone; pooling stays in encoder
+        if backend == "onnx":
+            if len(self.devices) > 1 or self.device.type != "cpu":
+                raise ValueError(f"backend='onnx' runs on one CPU device; got {[str(d) for d in self.devices]}")
+            self.onnx, _ = load_onnx_runner(
+                path, quantize=quantize, num_threads=num_threads, revision=revision, trust_remote_code=remote
+            )
         self.max_length = self._cap_length(self.settings.max_length)
         self.query_max_length = self._cap_length(query_max_length or self.max_length)
         self.passage_max_length = self._cap_length(passage_max_length or self.max_length)
@@ -277,6 +291,9 @@ class Embedder:
             config.batch_size = batch_size
 
         def step(batch: Any) -> torch.Tensor:
+            if self.onnx is not None:
+                hidden = torch.from_numpy(self.onnx.hidden_states(batch.input_ids, batch.attention_mask))
+                return self.encoder.embed(hidden, batch.attention_mask, normalize=normalize, truncate_dim=truncate_dim)
             return self.encoder(batch.input_ids, batch.attention_mask, normalize=normalize, truncate_dim=truncate_dim)
 
         with torch.inference_mode():
@@ -306,3 +323,12 @@ class Embedder:
         elif convert_to == "torch":
             out = torch.from_numpy(emb)
         return out[0] if single else out
+
+
+def _check_backend(backend: str, quantize: str | None) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"unknown quantize {quantize!r}; valid: None, {', '.join(QUANTIZE_CHOICES)}")
+    if quantize is not None and backend != "onnx":
+        raise ValueError(f"quantize={quantize!r} needs backend='onnx'")

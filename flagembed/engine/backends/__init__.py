@@ -1,0 +1,35 @@
+"""Execution backends beyond eager torch: ONNX export (cached, optionally int8) and an onnxruntime runner."""
+
+from flagembed.engine.backends.onnx_export import (
+    QUANTIZE_CHOICES,
+    ExportMismatchError,
+    OnnxExport,
+    Quantize,
+    cache_root,
+    export_onnx,
+    export_options,
+    read_manifest,
+    require_onnx,
+    source_fingerprint,
+)
+from flagembed.engine.backends.onnx_runtime import OnnxRunner, cpu_count, default_threads, load_onnx_runner
+
+BACKENDS: tuple[str, ...] = ("torch", "onnx")
+
+__all__ = [
+    "BACKENDS",
+    "QUANTIZE_CHOICES",
+    "ExportMismatchError",
+    "OnnxExport",
+    "OnnxRunner",
+    "Quantize",
+    "cache_root",
+    "cpu_count",
+    "default_threads",
+    "export_onnx",
+    "export_options",
+    "load_onnx_runner",
+    "read_manifest",
+    "require_onnx",
+    "source_fingerprint",
+]

@@ -1,0 +1,94 @@
+"""Run an exported backbone with onnxruntime on CPU: token ids in, last hidden states out."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flagembed.engine.backends.onnx_export import OnnxExport, Quantize, export_onnx
+
+logger = logging.getLogger(__name__)
+
+
+def cpu_count() -> int:
+    """CPU cores this process may run on (affinity- and cgroup-aware where the OS says so)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Intra-op threads for the model: ``$FLAGEMBED_NUM_THREADS`` or one per available core.
+
+    Tokenization runs before (not beside) the model, so the model may use every core without
+    oversubscribing; inter-op parallelism stays at 1 (encoder graphs are one long chain).
+    """
+    env = os.environ.get("FLAGEMBED_NUM_THREADS")
+    if env:
+        value = int(env)
+        if value < 1:
+            raise ValueError(f"FLAGEMBED_NUM_THREADS must be >= 1, got {env!r}")
+        return value
+    return cpu_count()
+
+
+class OnnxRunner:
+    """An onnxruntime CPU session over an exported backbone (see :func:`export_onnx`).
+
+    Args:
+        model_file: the ``.onnx`` graph.
+        num_threads: intra-op threads (default :func:`default_threads`).
+    """
+
+    def __init__(self, model_file: str | os.PathLike[str], *, num_threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        threads = default_threads() if num_threads is None else int(num_threads)
+        if threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # onnxruntime's own warnings are noise for users
+        self.model_file = Path(model_file)
+        self.num_threads = threads
+        self.session = ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+        names = [i.name for i in self.session.get_inputs()]
+        if names != ["input_ids", "attention_mask"]:
+            raise ValueError(f"{model_file} takes inputs {names}; expected ['input_ids', 'attention_mask']")
+
+    def hidden_states(
+        self, input_ids: torch.Tensor | np.ndarray, attention_mask: torch.Tensor | np.ndarray
+    ) -> np.ndarray:
+        """Last-layer token states ``(B, L, H)`` as float32 numpy."""
+        feeds = {"input_ids": _int64(input_ids), "attention_mask": _int64(attention_mask)}
+        return self.session.run(["last_hidden_state"], feeds)[0]
+
+    def __repr__(self) -> str:
+        return f"OnnxRunner({str(self.model_file)!r}, num_threads={self.num_threads})"
+
+
+def _int64(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(x, dtype=np.int64)
+
+
+def load_onnx_runner(
+    model_dir: str | os.PathLike[str],
+    *,
+    quantize: Quantize | None = None,
+    num_threads: int | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[OnnxRunner, OnnxExport]:
+    """Export the checkpoint (or reuse its fresh cached export) and open an onnxruntime session on it."""
+    export = export_onnx(model_dir, quantize=quantize, revision=revision, trust_remote_code=trust_remote_code)
+    return OnnxRunner(export.model_file, num_threads=num_threads), export
