@@ -27,6 +27,11 @@ app.command("search")(_index.search)
 from flagembed.cli import serve as _serve  # noqa: E402
 
 app.command("serve")(_serve.serve)
+from flagembed.cli import train as _train  # noqa: E402
+
+app.add_typer(_train.finetune_app, name="finetune")
+app.command("mine")(_train.mine)
+app.command("score")(_train.score)
 from flagembed.cli import merge as _merge  # noqa: E402
 
 app.command("merge", cls=_merge.VariadicCommand)(_merge.merge)

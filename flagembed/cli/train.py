@@ -1,0 +1,109 @@
+"""``flagembed finetune embedder``, ``flagembed mine`` and ``flagembed score``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flagembed.cli.common import Device, emit_table, fail
+
+finetune_app = typer.Typer(help="Fine-tune models (reference argument names accepted).", no_args_is_help=True)
+
+
+@finetune_app.command("embedder", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def finetune_embedder_cmd(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, hub id or folder."),
+    train_data: Optional[list[Path]] = typer.Option(None, "--train-data", help="jsonl file or folder (repeatable)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (HF + sentence-transformers)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint folder to resume from, or 'latest'."),
+) -> None:
+    """Contrastive fine-tuning; other options are the reference's (e.g. --train_group_size 8 --temperature 0.02
+    --learning_rate 1e-5 --num_train_epochs 1 --per_device_train_batch_size 32 --negatives_cross_device)."""
+    from flagembed.train import finetune_embedder, parse_finetune_args
+
+    argv = list(ctx.args)
+    if model:
+        argv += ["--model_name_or_path", model]
+    if train_data:
+        argv += ["--train_data", *[str(p) for p in train_data]]
+    if output:
+        argv += ["--output_dir", str(output)]
+    try:
+        model_args, data_args, training_args = parse_finetune_args(argv)
+        result = finetune_embedder(model_args, data_args, training_args, resume_from_checkpoint=_resume(resume))
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        fail(str(exc))
+    except SystemExit as exc:  # argparse reports unknown or missing options this way
+        fail(f"bad arguments (exit {exc.code}); see --help and the HF TrainingArguments options")
+    typer.echo(f"trained {result.global_step} steps, mean loss {result.train_loss:.4f}; model in {result.output_dir}")
+    if result.merged_dir:
+        typer.echo(f"merged LoRA model in {result.merged_dir}")
+
+
+def _resume(value: Optional[str]) -> str | bool | None:
+    return True if value == "latest" else value
+
+
+def mine(
+    model: str = typer.Option(..., "--model", "-m", help="Embedder used for mining."),
+    input_file: Path = typer.Option(..., "--input", "-i", help="Training jsonl ({query, pos, neg?})."),
+    output_file: Path = typer.Option(..., "--output", "-o", help="Where to write the jsonl with mined neg."),
+    candidate_pool: Optional[Path] = typer.Option(None, help="jsonl ({text}) or .txt of candidate passages."),
+    range_for_sampling: str = typer.Option("10-210", help="Ranks to sample negatives from."),
+    negative_number: int = typer.Option(15, help="Negatives per query."),
+    query_instruction: Optional[str] = typer.Option(None, help="Query instruction (default: the model's)."),
+    chunk_size: int = typer.Option(4096, help="Queries encoded and searched at a time (bounds memory)."),
+    batch_size: int = typer.Option(256, help="Encoding batch size."),
+    max_length: Optional[int] = typer.Option(None, help="Max tokens per text."),
+    seed: int = typer.Option(42, help="Sampling seed."),
+    device: Device = None,
+) -> None:
+    """Mine hard negatives for a training file (the reference's hn_mine.py)."""
+    from flagembed.train.mining import mine_file
+
+    emb_kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length}
+    try:
+        stats = mine_file(
+            model,
+            str(input_file),
+            str(output_file),
+            candidate_pool=str(candidate_pool) if candidate_pool else None,
+            embedder_kwargs={k: v for k, v in emb_kwargs.items() if v is not None},
+            range_for_sampling=range_for_sampling,
+            negative_number=negative_number,
+            query_instruction=query_instruction,
+            chunk_size=chunk_size,
+            seed=seed,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        fail(str(exc))
+    emit_table(["stat", "value"], [[k, str(v)] for k, v in stats.as_dict().items()])
+    typer.echo(f"wrote {output_file}")
+
+
+def score(
+    reranker: str = typer.Option(..., "--reranker", "-r", help="Teacher reranker (name or folder)."),
+    input_file: Path = typer.Option(..., "--input", "-i", help="Training jsonl ({query, pos, neg})."),
+    output_file: Path = typer.Option(..., "--output", "-o", help="Where to write the jsonl with scores."),
+    model_class: Optional[str] = typer.Option(None, help="encoder-only-base, decoder-only-base, ... (unknown models)."),
+    batch_size: Optional[int] = typer.Option(None, help="Scoring batch size."),
+    max_length: Optional[int] = typer.Option(None, help="Max tokens per pair."),
+    device: Device = None,
+) -> None:
+    """Add teacher pos_scores/neg_scores with a reranker (the reference's add_reranker_score.py)."""
+    from flagembed.train.teacher import score_file
+
+    try:
+        n = score_file(
+            reranker,
+            str(input_file),
+            str(output_file),
+            model_class=model_class,
+            reranker_kwargs={"device": device, "batch_size": batch_size, "max_length": max_length},
+        )
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"scored {n} pairs; wrote {output_file}")

@@ -1,0 +1,166 @@
+"""``finetune_embedder``: load a checkpoint, build data and trainer, train, save a loadable model folder."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flagembed.models import (
+    HubOptions,
+    TextEncoder,
+    load_backbone,
+    load_tokenizer,
+    resolve_model_path,
+    resolve_settings,
+)
+from flagembed.train.config import DataArguments, EmbedderTrainingArguments, ModelArguments, check_data_args
+from flagembed.train.data import EmbedderCollator, EmbedderTrainDataset, load_train_files
+from flagembed.train.losses import world_size
+from flagembed.train.trainer import EmbedderTrainer, EpochCallback, LossCurveCallback
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneResult:
+    """Where the model went and how training ended."""
+
+    output_dir: str
+    global_step: int
+    train_loss: float
+    loss_history: list[dict[str, float]]
+    merged_dir: str | None = None
+
+
+def _apply_lora(backbone: Any, args: ModelArguments) -> Any:
+    try:
+        from peft import LoraConfig, TaskType, get_peft_model
+    except ImportError as exc:
+        raise ImportError('LoRA needs peft: pip install "flagembed[train]"') from exc
+    names = {n.rsplit(".", 1)[-1] for n, _ in backbone.named_modules()}
+    targets = [t for t in args.target_modules if t in names]
+    if not targets:
+        raise ValueError(
+            f"none of target_modules {args.target_modules} exist in the model; "
+            f"some of its modules: {sorted(names)[:20]}"
+        )
+    config = LoraConfig(
+        task_type=TaskType.FEATURE_EXTRACTION,
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=targets,
+    )
+    return get_peft_model(backbone, config)
+
+
+def build_trainer(
+    model_args: ModelArguments, data_args: DataArguments, training_args: EmbedderTrainingArguments
+) -> EmbedderTrainer:
+    """Everything :func:`finetune_embedder` trains with, without starting training.
+
+    Raises:
+        ValueError: bad arguments or malformed training data (file and line named).
+    """
+    check_data_args(data_args)
+    hub = HubOptions(cache_dir=model_args.cache_dir, token=model_args.token)
+    path = resolve_model_path(model_args.model_name_or_path, hub)
+    settings = resolve_settings(
+        model_args.model_name_or_path,
+        path,
+        pooling=training_args.sentence_pooling_method,
+        normalize=training_args.normalize_embeddings,
+    )
+    tok_path = resolve_model_path(model_args.tokenizer_name, hub) if model_args.tokenizer_name else path
+    tokenizer = load_tokenizer(tok_path, trust_remote_code=model_args.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    backbone = load_backbone(path, trust_remote_code=model_args.trust_remote_code)
+    if model_args.use_lora:
+        backbone = _apply_lora(backbone, model_args)
+        if training_args.gradient_checkpointing:
+            backbone.enable_input_require_grads()
+    backbone.train()
+    encoder = TextEncoder(backbone, settings.pooling, settings.normalize)
+    files = load_train_files(data_args.train_data, data_args)
+    dataset = EmbedderTrainDataset(
+        files,
+        data_args,
+        seed=training_args.seed,
+        batch_size=training_args.per_device_train_batch_size,
+        world_size=max(1, training_args.world_size),
+    )
+    if data_args.same_dataset_within_batch:
+        training_args.per_device_train_batch_size = 1  # each item is a whole local batch
+        training_args.dataloader_num_workers = 0
+    collator = EmbedderCollator(
+        tokenizer, data_args.query_max_len, data_args.passage_max_len, data_args.pad_to_multiple_of
+    )
+    export = None
+    if not model_args.use_lora:
+        export = _export_settings(settings, encoder, data_args)
+    loss_curve = LossCurveCallback(plot=training_args.loss_plot)
+    trainer = EmbedderTrainer(
+        model=backbone,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[EpochCallback(dataset), loss_curve],
+        encoder=encoder,
+        export=export,
+    )
+    trainer.loss_curve = loss_curve  # type: ignore[attr-defined]
+    trainer.settings = settings  # type: ignore[attr-defined]
+    return trainer
+
+
+def _export_settings(settings: Any, encoder: TextEncoder, data_args: DataArguments) -> dict[str, Any]:
+    return {
+        "pooling": settings.pooling,
+        "normalize": settings.normalize,
+        "dim": encoder.hidden_size,
+        "max_seq_length": max(data_args.query_max_len, data_args.passage_max_len),
+        "query_prompt": data_args.query_instruction_for_retrieval,
+        "passage_prompt": data_args.passage_instruction_for_retrieval,
+    }
+
+
+def finetune_embedder(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: EmbedderTrainingArguments,
+    resume_from_checkpoint: str | bool | None = None,
+) -> FinetuneResult:
+    """Fine-tune a dense embedder with the reference's recipe and save a model folder.
+
+    The output folder is a standard HF model + tokenizer + sentence-transformers config (with LoRA:
+    the adapter, plus the merged model in ``output_dir/merged`` when ``save_merged_lora_model``).
+    ``loss_history.json`` and ``loss.png`` record the training loss.
+
+    Raises:
+        ValueError: bad arguments or malformed training data.
+    """
+    if world_size() == 1 and training_args.negatives_cross_device and training_args.world_size > 1:
+        logger.warning("negatives_cross_device is set but torch.distributed is not initialized")
+    trainer = build_trainer(model_args, data_args, training_args)
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
+    trainer.save_model()
+    merged = None
+    if model_args.use_lora and model_args.save_merged_lora_model and trainer.args.should_save:
+        merged = str(Path(training_args.output_dir) / "merged")
+        model = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        model.save_pretrained(merged, safe_serialization=True)
+        trainer.processing_class.save_pretrained(merged)  # type: ignore[union-attr]
+        from flagembed.train.export import write_sentence_transformers_config
+
+        write_sentence_transformers_config(merged, **_export_settings(trainer.settings, trainer.encoder, data_args))  # type: ignore[attr-defined]
+    return FinetuneResult(
+        output_dir=str(training_args.output_dir),
+        global_step=int(result.global_step),
+        train_loss=float(result.training_loss),
+        loss_history=list(trainer.loss_curve.history),  # type: ignore[attr-defined]
+        merged_dir=merged,
+    )
