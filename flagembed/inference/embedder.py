@@ -95,6 +95,8 @@ class Embedder:
         onnx_device = "cpu" if backend == "onnx" and device is None else device
         self.devices = resolve_devices(onnx_device)  # several devices: one worker process each (see encode)
         self.device = self.devices[0]
+        if backend == "onnx" and (len(self.devices) > 1 or self.device.type != "cpu"):
+            raise ValueError(f"backend='onnx' runs on one CPU device; got {[str(d) for d in self.devices]}")
         self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
         self.tokenizer = load_tokenizer(path, trust_remote_code=remote)
         backbone = load_backbone(path, dtype=self.dtype, trust_remote_code=remote)
@@ -105,8 +107,6 @@ class Embedder:
         self.backend = backend
         self.onnx: OnnxRunner | None = None  # backend="onnx": runs the backbone; pooling stays in encoder
         if backend == "onnx":
-            if len(self.devices) > 1 or self.device.type != "cpu":
-                raise ValueError(f"backend='onnx' runs on one CPU device; got {[str(d) for d in self.devices]}")
             self.onnx, _ = load_onnx_runner(
                 path, quantize=quantize, num_threads=num_threads, revision=revision, trust_remote_code=remote
             )

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +241,8 @@ def _export_fp32(source: Path, dest: Path, opset: int, trust_remote_code: bool) 
     probe_ids, probe_mask = _probe(backbone.config)
     size = sum(p.numel() * p.element_size() for p in backbone.parameters())
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*axis name.*")  # the exporter's notes on named dims
         torch.onnx.export(
             module,
             (probe_ids, probe_mask),
