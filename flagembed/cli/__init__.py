@@ -38,6 +38,9 @@ app.command("merge", cls=_merge.VariadicCommand)(_merge.merge)
 from flagembed.cli import eval as _eval  # noqa: E402
 
 app.add_typer(_eval.eval_app, name="eval")
+from flagembed.cli import export as _export  # noqa: E402
+
+app.command("export")(_export.export)
 
 
 def main() -> None:

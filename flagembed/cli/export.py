@@ -1,0 +1,35 @@
+"""``flagembed export``: write a model's ONNX graph (optionally int8) to a folder or the export cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flagembed.cli.common import fail
+
+
+def export(
+    model: str = typer.Option(..., "--model", "-m", help="Model name, hub id or local folder."),
+    backend: str = typer.Option("onnx", "--backend", help="Export format: onnx."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: dynamic int8 quantization."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder (default: the export cache)."),
+    opset: int = typer.Option(18, help="ONNX opset."),
+    revision: Optional[str] = typer.Option(None, help="Model revision (hub models)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if a fresh export exists."),
+) -> None:
+    """Export a model's backbone to ONNX for ``Embedder(..., backend="onnx")`` or plain onnxruntime."""
+    from flagembed.engine.backends import export_onnx
+    from flagembed.models import HubOptions, resolve_model_path
+
+    if backend != "onnx":
+        fail(f"unknown backend {backend!r}; valid: onnx")
+    try:
+        path = resolve_model_path(model, HubOptions(revision=revision))
+        result = export_onnx(path, out=out, quantize=quantize, opset=opset, revision=revision, force=force)  # type: ignore[arg-type]
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        fail(str(exc))
+    size = sum(f.stat().st_size for f in result.path.iterdir() if f.is_file()) / 1e6
+    state = "reused fresh export" if result.reused else "exported"
+    typer.echo(f"{state}: {result.model_file} ({quantize or 'fp32'}, {size:.1f} MB folder)")
