@@ -68,7 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default=str(ROOT / "out" / "finetune_scifact"))
     ap.add_argument("--max-length", type=int, default=128, help="passage tokens (train and eval)")
-    ap.add_argument("--group-size", type=int, default=4)
+    ap.add_argument("--group-size", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-steps", type=int, default=-1)
@@ -127,7 +127,7 @@ def main() -> None:
             num_train_epochs=args.epochs,
             max_steps=args.max_steps,
             per_device_train_batch_size=args.batch_size,
-            warmup_ratio=0.1,
+            warmup_steps=max(1, int(0.1 * len(train) // args.batch_size * args.epochs)),
             temperature=args.temperature,
             logging_steps=5,
             save_strategy="no",
