@@ -62,19 +62,32 @@ def _check_args(k_values: Sequence[int], metrics: Sequence[str]) -> tuple[list[i
     return ks, list(metrics)
 
 
-def _flatten(index: Mapping[str, int], nested: Mapping[str, Mapping[str, float]]) -> tuple[np.ndarray, list, list]:
-    """Query numbers, doc ids and values of every (query, doc) entry whose query is in ``index``."""
+def _flatten(
+    index: Mapping[str, int], nested: Mapping[str, Mapping[str, float]], vocab: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query numbers, doc numbers (``vocab`` grows) and values of every entry whose query is in ``index``."""
     rows: list[int] = []
-    docs: list[str] = []
+    docs: list[int] = []
     values: list[float] = []
     for qid, entries in nested.items():
         qi = index.get(qid)
         if qi is None or not entries:
             continue
         rows.extend([qi] * len(entries))
-        docs.extend(entries.keys())
+        docs.extend([vocab.setdefault(d, len(vocab)) for d in entries])
         values.extend(entries.values())
-    return np.asarray(rows, dtype=np.int64), docs, values
+    return (
+        np.asarray(rows, dtype=np.int64),
+        np.asarray(docs, dtype=np.int64),
+        np.asarray(values, dtype=np.float64),
+    )
+
+
+def _byte_order_ranks(vocab: dict[str, int]) -> np.ndarray:
+    """Rank of each doc number when doc ids are sorted by code point (= UTF-8 byte order, as strcmp)."""
+    ranks = np.empty(len(vocab), dtype=np.int64)
+    ranks[[vocab[d] for d in sorted(vocab)]] = np.arange(len(vocab))
+    return ranks
 
 
 def _group_ranks(groups: np.ndarray) -> np.ndarray:
@@ -85,6 +98,19 @@ def _group_ranks(groups: np.ndarray) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
     lengths = np.diff(np.r_[starts, n])
     return np.arange(n) - np.repeat(starts, lengths)
+
+
+def _trec_order(rows: np.ndarray, scores: np.ndarray, doc_rank: np.ndarray, n_docs: int) -> np.ndarray:
+    """Sort order: query asc, score desc, doc id desc; one int64 key sort when it fits, else ``lexsort``."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, score_rank = np.unique(-scores, return_inverse=True)
+    score_rank = score_rank.reshape(-1)
+    n_scores = int(score_rank.max()) + 1
+    if (int(rows.max()) + 1) * n_scores * max(n_docs, 1) < 2**62:
+        key = (rows * n_scores + score_rank) * n_docs + (n_docs - 1 - doc_rank)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((-doc_rank, -scores, rows))
 
 
 def evaluate_run(
@@ -120,18 +146,15 @@ def evaluate_run(
     if skipped:
         logger.info("%d run queries have no judgements and are ignored", skipped)
 
-    r_rows, r_docs, r_scores = _flatten(qindex, run)
-    j_rows, j_docs, j_rels = _flatten(qindex, qrels)
-    vocab, inverse = np.unique(np.asarray(r_docs + j_docs, dtype=str), return_inverse=True)
-    inverse = inverse.reshape(-1)
-    r_doc_ids, j_doc_ids = inverse[: len(r_docs)], inverse[len(r_docs) :]
-    rels = np.asarray(j_rels, dtype=np.float64)
+    vocab: dict[str, int] = {}
+    r_rows, r_doc_ids, scores = _flatten(qindex, run, vocab)
+    j_rows, j_doc_ids, rels = _flatten(qindex, qrels, vocab)
+    doc_rank = _byte_order_ranks(vocab)
     is_rel_judged = rels >= relevance_level
     num_rel = np.bincount(j_rows[is_rel_judged], minlength=nq).astype(np.float64)
 
     # ranked run: query asc, score desc, doc id desc (trec_eval), cut at the deepest k
-    scores = np.asarray(r_scores, dtype=np.float64)
-    order = np.lexsort((-r_doc_ids, -scores, r_rows))
+    order = _trec_order(r_rows, scores, doc_rank[r_doc_ids], len(vocab))
     rows_sorted = r_rows[order]
     ranks = _group_ranks(rows_sorted)
     keep = ranks < depth
