@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -38,6 +39,8 @@ def finetune_embedder_cmd(
         fail(str(exc))
     except SystemExit as exc:  # argparse reports unknown or missing options this way
         fail(f"bad arguments (exit {exc.code}); see --help and the HF TrainingArguments options")
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
+        return
     typer.echo(f"trained {result.global_step} steps, mean loss {result.train_loss:.4f}; model in {result.output_dir}")
     if result.merged_dir:
         typer.echo(f"merged LoRA model in {result.merged_dir}")

@@ -118,3 +118,53 @@ def test_score_adds_teacher_scores_equal_to_the_cross_encoder(tmp_path: Path):
             enc = tok([row["query"]] * len(texts), texts, return_tensors="pt", padding=True, truncation=True)
             want = model(**enc).logits.view(-1).tolist()
         assert row["pos_scores"] + row["neg_scores"] == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_finetune_runs_unchanged_under_torchrun_with_cross_device_negatives(tiny_bert: Path, tmp_path: Path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent
+    torchrun, cli = shutil.which("torchrun", path=str(exe)), shutil.which("flagembed", path=str(exe))
+    if torchrun is None or cli is None:
+        pytest.skip("torchrun or the flagembed console script is not installed")
+    data = _data(tmp_path / "train.jsonl")
+    out = tmp_path / "ddp"
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--no-python",
+        cli,
+        "finetune",
+        "embedder",
+        "--model",
+        str(tiny_bert),
+        "--train-data",
+        str(data),
+        "--output",
+        str(out),
+        "--train_group_size",
+        "2",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--negatives_cross_device",
+        "--use_cpu",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--logging_steps",
+        "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained 2 steps") == 1  # reported once, by rank 0
+    assert (out / "model.safetensors").is_file() and (out / "loss_history.json").is_file()
