@@ -83,3 +83,30 @@ def test_eval_sts(tiny_bert, tmp_path):
 def test_eval_mteb_needs_tasks(tiny_bert):
     res = runner.invoke(app, ["eval", "mteb", "-m", str(tiny_bert), "--device", "cpu"])
     assert res.exit_code == 2 and "--tasks or --benchmark" in res.output
+
+
+def test_eval_retrieval_with_reranker(tiny_bert, tmp_path):
+    import tiny_models
+
+    from flagembed.evaluate import load_retrieval
+    from flagembed.inference import Reranker
+
+    rr_path = tiny_models.build_bert(tmp_path / "tiny-rr", classifier=True)
+    data_dir = write_beir(tmp_path / "toy")
+    out = tmp_path / "out"
+    res = runner.invoke(
+        app,
+        ["eval", "retrieval", "-m", str(tiny_bert), "-d", str(data_dir), "-o", str(out), "--k-values", "1,3",
+         "--rerank", str(rr_path), "--rerank-top-k", "2", "--device", "cpu"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    reranked = [p for p in out.rglob("toy-test.search.json") if "NoReranker" not in p.parts]
+    assert len(reranked) == 1
+    hits = json.loads(reranked[0].read_text())
+    data = load_retrieval(data_dir)
+    texts = dict(zip(data.doc_ids(), data.doc_texts()))
+    reranker = Reranker(str(rr_path), device="cpu")
+    for qid, docs in hits.items():
+        assert len(docs) == 2
+        direct = reranker.compute_score([(data.queries[qid], texts[d]) for d in docs])
+        assert list(docs.values()) == pytest.approx(list(np.ravel(direct)), abs=1e-4)
