@@ -142,8 +142,9 @@ def check_compatible(checkpoints: Sequence[Checkpoint], names: Sequence[str]) ->
     """
     ref = checkpoints[0].tensors
     for i, ck in enumerate(checkpoints[1:], 1):
-        missing = sorted(set(ref) - set(ck.tensors))
-        extra = sorted(set(ck.tensors) - set(ref))
+        # integer buffers (e.g. ``position_ids``, saved by older transformers only) may differ: model 0's are kept
+        missing = sorted(k for k in set(ref) - set(ck.tensors) if ref[k].dtype.is_floating_point)
+        extra = sorted(k for k in set(ck.tensors) - set(ref) if ck.tensors[k].dtype.is_floating_point)
         if missing or extra:
             raise ValueError(
                 f"model {i} ({names[i]!r}) has different parameters from model 0 ({names[0]!r}): "
@@ -152,7 +153,9 @@ def check_compatible(checkpoints: Sequence[Checkpoint], names: Sequence[str]) ->
                 "only models of one architecture can be merged"
             )
         for key, info in ref.items():
-            other = ck.tensors[key]
+            other = ck.tensors.get(key)
+            if other is None:
+                continue
             if other.shape != info.shape:
                 raise ValueError(
                     f"model {i} ({names[i]!r}): parameter {key!r} has shape {list(other.shape)}, model 0 has "

@@ -238,3 +238,27 @@ def test_sharded_and_bin_inputs(families, tmp_path):
     mix_models_by_layers([binary, sharded], "decoder", [0.5, 0.5], tmp_path / "b", return_model=False)
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_integer_buffers_may_differ(tmp_path):
+    """Older checkpoints save ``embeddings.position_ids``; newer ones do not: model 0's buffers are kept."""
+    from safetensors.torch import save_file
+
+    paths = []
+    for i in range(2):
+        dest = tmp_path / f"e{i}"
+        tiny_models.build_bert(dest, seed=i)
+        if i == 1:
+            state = load_file(str(dest / "model.safetensors"))
+            state["embeddings.position_ids"] = torch.arange(128).unsqueeze(0)
+            save_file(state, str(dest / "model.safetensors"), metadata={"format": "pt"})
+        paths.append(dest)
+    for order in (paths, paths[::-1]):
+        out = tmp_path / f"m-{order[0].name}"
+        mix_models_by_layers(order, "encoder", [0.5, 0.5], out, return_model=False)
+        got = load_file(str(out / "model.safetensors"))
+        assert ("embeddings.position_ids" in got) == (order[0].name == "e1")
+        _assert_close_to_expected(
+            {k: v for k, v in got.items() if v.is_floating_point()},
+            {k: v for k, v in _expected(order, [0.5, 0.5]).items() if v.is_floating_point()},
+        )
