@@ -98,14 +98,17 @@ def test_resume_reproduces_the_uninterrupted_losses(tiny_bert: Path, tmp_path: P
     assert len(want) == 4 and got == pytest.approx(want, rel=1e-5)
 
 
-def test_gradient_cache_training_matches_full_batch(tiny_bert: Path, tmp_path: Path):
+def test_gradient_cache_and_checkpointing_match_full_batch(tiny_bert: Path, tmp_path: Path):
     path = _no_dropout_copy(tiny_bert, tmp_path / "bert-nodrop")
     data = _train_file(tmp_path / "train.jsonl")
     model = ModelArguments(model_name_or_path=str(path))
     data_args = DataArguments(train_data=[str(data)], train_group_size=3, passage_max_len=24)
     plain = finetune_embedder(model, data_args, _args(tmp_path / "a", max_steps=3))
     cached = finetune_embedder(model, data_args, _args(tmp_path / "b", max_steps=3, sub_batch_size=3))
-    assert [h["loss"] for h in cached.loss_history] == pytest.approx([h["loss"] for h in plain.loss_history], rel=1e-4)
+    want = [h["loss"] for h in plain.loss_history]
+    assert [h["loss"] for h in cached.loss_history] == pytest.approx(want, rel=1e-4)
+    ckpt = finetune_embedder(model, data_args, _args(tmp_path / "c", max_steps=3, gradient_checkpointing=True))
+    assert [h["loss"] for h in ckpt.loss_history] == pytest.approx(want, rel=1e-4)
 
 
 def test_same_dataset_batches_and_matryoshka_train(tiny_bert: Path, tmp_path: Path):
