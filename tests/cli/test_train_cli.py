@@ -121,7 +121,7 @@ def test_score_adds_teacher_scores_equal_to_the_cross_encoder(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_finetune_runs_unchanged_under_torchrun_with_cross_device_negatives(tiny_bert: Path, tmp_path: Path):
+def test_finetune_under_torchrun_with_cross_device_negatives_and_gradient_cache(tiny_bert: Path, tmp_path: Path):
     import os
     import shutil
     import subprocess
@@ -133,36 +133,12 @@ def test_finetune_runs_unchanged_under_torchrun_with_cross_device_negatives(tiny
         pytest.skip("torchrun or the flagembed console script is not installed")
     data = _data(tmp_path / "train.jsonl")
     out = tmp_path / "ddp"
-    cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "--no-python",
-        cli,
-        "finetune",
-        "embedder",
-        "--model",
-        str(tiny_bert),
-        "--train-data",
-        str(data),
-        "--output",
-        str(out),
-        "--train_group_size",
-        "2",
-        "--max_steps",
-        "2",
-        "--per_device_train_batch_size",
-        "2",
-        "--negatives_cross_device",
-        "--use_cpu",
-        "--report_to",
-        "none",
-        "--save_strategy",
-        "no",
-        "--logging_steps",
-        "1",
-    ]
+    options = (
+        "finetune embedder --train_group_size 2 --max_steps 2 --per_device_train_batch_size 2 "
+        "--negatives_cross_device --sub_batch_size 1 --use_cpu --report_to none --save_strategy no --logging_steps 1"
+    ).split()
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "--no-python", cli, *options]
+    cmd += ["--model", str(tiny_bert), "--train-data", str(data), "--output", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
