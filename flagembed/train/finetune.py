@@ -143,8 +143,8 @@ def finetune_embedder(
     Raises:
         ValueError: bad arguments or malformed training data.
     """
-    if world_size() == 1 and training_args.negatives_cross_device and training_args.world_size > 1:
-        logger.warning("negatives_cross_device is set but torch.distributed is not initialized")
+    if training_args.negatives_cross_device and world_size() == 1:
+        logger.info("one process: negatives_cross_device is the same as in-batch negatives")
     trainer = build_trainer(model_args, data_args, training_args)
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
     trainer.save_model()

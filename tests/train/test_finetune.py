@@ -78,6 +78,7 @@ def test_saved_model_loads_in_flagembed_and_sentence_transformers(tiny_bert: Pat
     np.testing.assert_allclose(np.linalg.norm(st, axis=1), 1.0, atol=1e-5)  # Normalize module written
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_losses(tiny_bert: Path, tmp_path: Path):
     data = _train_file(tmp_path / "train.jsonl", n=24)
     model = ModelArguments(model_name_or_path=str(tiny_bert))
@@ -125,6 +126,7 @@ def test_same_dataset_batches_and_matryoshka_train(tiny_bert: Path, tmp_path: Pa
     assert all(np.isfinite(h["loss"]) for h in result.loss_history)
 
 
+@pytest.mark.slow
 def test_lora_on_a_decoder_saves_adapter_and_merged_model(tiny_qwen2: Path, tmp_path: Path):
     pytest.importorskip("peft")
     from flagembed.inference import Embedder

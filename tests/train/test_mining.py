@@ -96,6 +96,7 @@ def test_argument_errors():
         mine_hard_negatives(HashEmbedder(), [{"query": "a", "pos": ["b"]}, {"pos": ["c"]}])
 
 
+@pytest.mark.slow
 def test_real_model_mining_on_scifact(minilm_path, shared_data):
     """Real embedder + data: mined negatives are relevant-looking but never positives."""
     import json
