@@ -127,6 +127,26 @@ def load_train_files(paths: list[str], args: DataArguments) -> list[TrainFile]:
     return out
 
 
+def merge_small_files(files: list[TrainFile], small_threshold: int, drop_threshold: int) -> list[TrainFile]:
+    """Same-dataset mode: merge files below ``small_threshold`` examples; drop them if below ``drop_threshold``."""
+    if small_threshold <= 0:
+        return files
+    small = [f for f in files if len(f.examples) < small_threshold]
+    keep = [f for f in files if len(f.examples) >= small_threshold]
+    if not small:
+        return files
+    merged = TrainFile(
+        path="+".join(f.path for f in small),
+        examples=[ex for f in small for ex in f.examples],
+        no_in_batch_neg=all(f.no_in_batch_neg for f in small),
+        batch_size=small[0].batch_size,
+    )
+    if len(merged.examples) < drop_threshold:
+        logger.info("dropping %d small files (%d examples < drop_threshold)", len(small), len(merged.examples))
+        return keep
+    return [*keep, merged]
+
+
 def shuffle_chunks(text: str, rng: np.random.Generator) -> str:
     """Cut a long text in chunks of ``len//3`` characters and join them in random order (the reference's)."""
     step = len(text) // 3

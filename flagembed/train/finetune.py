@@ -16,7 +16,7 @@ from flagembed.models import (
     resolve_settings,
 )
 from flagembed.train.config import DataArguments, EmbedderTrainingArguments, ModelArguments, check_data_args
-from flagembed.train.data import EmbedderCollator, EmbedderTrainDataset, load_train_files
+from flagembed.train.data import EmbedderCollator, EmbedderTrainDataset, load_train_files, merge_small_files
 from flagembed.train.losses import world_size
 from flagembed.train.trainer import EmbedderTrainer, EpochCallback, LossCurveCallback
 
@@ -85,6 +85,8 @@ def build_trainer(
     backbone.train()
     encoder = TextEncoder(backbone, settings.pooling, settings.normalize)
     files = load_train_files(data_args.train_data, data_args)
+    if data_args.same_dataset_within_batch:
+        files = merge_small_files(files, data_args.small_threshold, data_args.drop_threshold)
     dataset = EmbedderTrainDataset(
         files,
         data_args,

@@ -144,6 +144,18 @@ def test_same_dataset_batches_come_from_one_file_and_interleave_processes(tmp_pa
     assert len(seen) == len(set(seen))
 
 
+def test_small_files_are_merged_or_dropped(tmp_path: Path):
+    from flagembed.train.data import merge_small_files
+
+    for name, n in (("big", 10), ("s1", 2), ("s2", 3)):
+        _write(tmp_path / f"{name}.jsonl", _rows(n, name))
+    files = load_train_files([str(tmp_path)], DataArguments(train_group_size=2))
+    merged = merge_small_files(files, small_threshold=5, drop_threshold=0)
+    assert sorted(len(f.examples) for f in merged) == [5, 10]
+    assert [len(f.examples) for f in merge_small_files(files, small_threshold=5, drop_threshold=6)] == [10]
+    assert merge_small_files(files, 0, 0) == files
+
+
 def test_collator_pads_queries_and_passages(tiny_bert: Path):
     from transformers import AutoTokenizer
 
