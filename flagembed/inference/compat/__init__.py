@@ -1,0 +1,28 @@
+"""FlagEmbedding-compatible names and argument spellings, mapped onto flagembed's classes.
+
+Switch by changing the import: ``from flagembed import FlagModel`` instead of
+``from FlagEmbedding import FlagModel``. Differences from the reference (all deliberate):
+outputs are float32 even under fp16; half precision is ignored on CPU; several ``devices`` run one
+worker process each for dense embedding (errors re-raised, a dead worker fails the call), while M3 and
+the rerankers use the first device for now.
+"""
+
+from flagembed.inference.compat.embedders import BGEM3FlagModel, FlagAutoModel, FlagModel
+from flagembed.inference.compat.rerankers import (
+    FlagAutoReranker,
+    FlagLLMReranker,
+    FlagReranker,
+    LayerWiseFlagLLMReranker,
+    LightWeightFlagLLMReranker,
+)
+
+__all__ = [
+    "BGEM3FlagModel",
+    "FlagAutoModel",
+    "FlagAutoReranker",
+    "FlagLLMReranker",
+    "FlagModel",
+    "FlagReranker",
+    "LayerWiseFlagLLMReranker",
+    "LightWeightFlagLLMReranker",
+]
