@@ -299,15 +299,25 @@ def quantize_int8(src: Path, dest: Path) -> list[str]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     external = (src.parent / f"{src.name}.data").is_file()
-    quantize_dynamic(
-        str(src),
-        str(dest),
-        weight_type=getattr(QuantType, INT8_OPTIONS["weight_type"]),
-        per_channel=INT8_OPTIONS["per_channel"],
-        op_types_to_quantize=list(INT8_OPTIONS["op_types"]),
-        use_external_data_format=external,
-    )
+    root = logging.getLogger()
+    root.addFilter(_quiet_quantizer)  # onnxruntime's quantizer logs advice on the root logger
+    try:
+        quantize_dynamic(
+            str(src),
+            str(dest),
+            weight_type=getattr(QuantType, INT8_OPTIONS["weight_type"]),
+            per_channel=INT8_OPTIONS["per_channel"],
+            op_types_to_quantize=list(INT8_OPTIONS["op_types"]),
+            use_external_data_format=external,
+        )
+    finally:
+        root.removeFilter(_quiet_quantizer)
     return sorted(p.name for p in dest.parent.iterdir() if p.name.startswith(dest.name))
+
+
+def _quiet_quantizer(record: logging.LogRecord) -> bool:
+    """Drop onnxruntime's generic pre-processing advice and per-tensor notes (not actionable here)."""
+    return record.levelno > logging.WARNING or "quantiz" not in record.getMessage().lower()
 
 
 def _manifest(
