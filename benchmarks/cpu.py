@@ -191,6 +191,10 @@ def systems_for(path: Path, batch_size: int, threads: int | None, **kw: Any) -> 
             path, backend="onnx", quantize="int8", batch_size=batch_size, num_threads=threads, **kw
         ),
     }
+    if importlib.util.find_spec("openvino") is not None:
+        ours["flagembed openvino fp32"] = Embedder(
+            path, backend="openvino", batch_size=batch_size, num_threads=threads, **kw
+        )
     systems: dict[str, Encode] = {peer: peer_fn}
     systems.update({name: e.encode for name, e in ours.items()})
     return systems, {name: Split(e) for name, e in ours.items()}, peer

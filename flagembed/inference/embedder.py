@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from flagembed.engine import EngineConfig, Tokenized, resolve_dtype, run_batches, tokenize
-from flagembed.engine.backends import BACKENDS, QUANTIZE_CHOICES, OnnxRunner, load_onnx_runner
+from flagembed.engine.backends import BACKENDS, QUANTIZE_CHOICES, OnnxRunner, OpenVinoRunner, load_runner
 from flagembed.engine.devices import DeviceLike, DType, resolve_devices
 from flagembed.engine.pool import WorkerPool, concat_results
 from flagembed.inference.inputs import apply_instruction, as_corpus_list, as_text_list
@@ -70,7 +70,7 @@ class Embedder:
         local_files_only: bool | None = None,
         trust_remote_code: bool | None = None,
         show_progress: bool | None = None,
-        backend: Literal["torch", "onnx"] = "torch",
+        backend: Literal["torch", "onnx", "openvino"] = "torch",
         quantize: Literal["int8"] | None = None,
         num_threads: int | None = None,
     ) -> None:
@@ -92,11 +92,11 @@ class Embedder:
         )
         spec = self.settings.spec
         remote = trust_remote_code if trust_remote_code is not None else bool(spec and spec.trust_remote_code)
-        onnx_device = "cpu" if backend == "onnx" and device is None else device
+        onnx_device = "cpu" if backend != "torch" and device is None else device
         self.devices = resolve_devices(onnx_device)  # several devices: one worker process each (see encode)
         self.device = self.devices[0]
-        if backend == "onnx" and (len(self.devices) > 1 or self.device.type != "cpu"):
-            raise ValueError(f"backend='onnx' runs on one CPU device; got {[str(d) for d in self.devices]}")
+        if backend != "torch" and (len(self.devices) > 1 or self.device.type != "cpu"):
+            raise ValueError(f"backend={backend!r} runs on one CPU device; got {[str(d) for d in self.devices]}")
         self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
         self.tokenizer = load_tokenizer(path, trust_remote_code=remote)
         backbone = load_backbone(path, dtype=self.dtype, trust_remote_code=remote)
@@ -105,10 +105,10 @@ class Embedder:
         ).to(self.device)
         self.encoder.eval()
         self.backend = backend
-        self.onnx: OnnxRunner | None = None  # backend="onnx": runs the backbone; pooling stays in encoder
-        if backend == "onnx":
-            self.onnx, _ = load_onnx_runner(
-                path, quantize=quantize, num_threads=num_threads, revision=revision, trust_remote_code=remote
+        self.onnx: OnnxRunner | OpenVinoRunner | None = None  # runs the backbone; pooling stays in encoder
+        if backend != "torch":
+            self.onnx, _ = load_runner(
+                backend, path, quantize=quantize, num_threads=num_threads, revision=revision, trust_remote_code=remote
             )
         self.max_length = self._cap_length(self.settings.max_length)
         self.query_max_length = self._cap_length(query_max_length or self.max_length)
@@ -330,5 +330,5 @@ def _check_backend(backend: str, quantize: str | None) -> None:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"unknown quantize {quantize!r}; valid: None, {', '.join(QUANTIZE_CHOICES)}")
-    if quantize is not None and backend != "onnx":
+    if quantize is not None and backend == "torch":
         raise ValueError(f"quantize={quantize!r} needs backend='onnx'")

@@ -80,3 +80,13 @@ def test_backend_arguments_are_checked(tiny_bert: Path) -> None:
         Embedder(tiny_bert, backend="onnx", quantize="int4")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="runs on one CPU device"):
         Embedder(tiny_bert, backend="onnx", device="meta")
+
+
+def test_openvino_backend_on_the_same_export(cache: object, tiny_bert: Path) -> None:
+    pytest.importorskip("openvino")
+    ov = Embedder(tiny_bert, backend="openvino", pooling="mean", num_threads=1)
+    ref = Embedder(tiny_bert, device="cpu", pooling="mean")
+    texts = ["the cell", "a protein of the brain in mouse and human", "what is the risk of cancer"]
+    assert np.abs(ov.encode(texts) - ref.encode(texts)).max() <= 1e-4
+    with pytest.raises(ValueError, match="backend='onnx'"):
+        Embedder(tiny_bert, backend="openvino", quantize="int8")

@@ -12,9 +12,16 @@ from flagembed.engine.backends.onnx_export import (
     require_onnx,
     source_fingerprint,
 )
-from flagembed.engine.backends.onnx_runtime import OnnxRunner, cpu_count, default_threads, load_onnx_runner
+from flagembed.engine.backends.onnx_runtime import (
+    OnnxRunner,
+    OpenVinoRunner,
+    cpu_count,
+    default_threads,
+    load_onnx_runner,
+    load_runner,
+)
 
-BACKENDS: tuple[str, ...] = ("torch", "onnx")
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "openvino")
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +29,7 @@ __all__ = [
     "ExportMismatchError",
     "OnnxExport",
     "OnnxRunner",
+    "OpenVinoRunner",
     "Quantize",
     "cache_root",
     "cpu_count",
@@ -29,6 +37,7 @@ __all__ = [
     "export_onnx",
     "export_options",
     "load_onnx_runner",
+    "load_runner",
     "read_manifest",
     "require_onnx",
     "source_fingerprint",
