@@ -80,8 +80,9 @@ def build_trainer(
     backbone = load_backbone(path, trust_remote_code=model_args.trust_remote_code)
     if model_args.use_lora:
         backbone = _apply_lora(backbone, model_args)
-        if training_args.gradient_checkpointing:
-            backbone.enable_input_require_grads()
+        checkpointing = getattr(training_args, "activation_checkpointing", None)  # transformers 5 name
+        if checkpointing or getattr(training_args, "gradient_checkpointing", False):
+            backbone.enable_input_require_grads()  # LoRA + checkpointing needs grads on the inputs
     backbone.train()
     encoder = TextEncoder(backbone, settings.pooling, settings.normalize)
     files = load_train_files(data_args.train_data, data_args)
