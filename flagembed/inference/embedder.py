@@ -15,6 +15,7 @@ import torch
 from flagembed.engine import EngineConfig, Tokenized, resolve_dtype, run_batches, tokenize
 from flagembed.engine.backends import BACKENDS, QUANTIZE_CHOICES, OnnxRunner, OpenVinoRunner, load_runner
 from flagembed.engine.devices import DeviceLike, DType, resolve_devices
+from flagembed.engine.pipeline import run_pipelined
 from flagembed.engine.pool import WorkerPool, concat_results
 from flagembed.inference.inputs import apply_instruction, as_corpus_list, as_text_list
 from flagembed.inference.quantize import Precision, quantize
@@ -117,6 +118,9 @@ class Embedder:
         self.max_tokens_per_batch = max_tokens_per_batch
         self.show_progress = show_progress
         self.last_truncated = 0  # how many inputs the latest call cut to max_length
+        # On accelerators, tokenize the next chunk of this many texts while the model runs the current one;
+        # on CPU both would compete for the same cores, so tokenization runs first (None).
+        self.pipeline_chunk_size: int | None = 4096 if self.device.type != "cpu" else None
         self._pool: WorkerPool | None = None
         self._pool_factory = functools.partial(
             Embedder,
@@ -285,7 +289,6 @@ class Embedder:
                 truncate_dim=truncate_dim,
                 show_progress=False,
             )
-        tok = self.tokenize(texts, max_length)
         config = self.engine_config
         if batch_size is not None:
             config.batch_size = batch_size
@@ -296,14 +299,22 @@ class Embedder:
                 return self.encoder.embed(hidden, batch.attention_mask, normalize=normalize, truncate_dim=truncate_dim)
             return self.encoder(batch.input_ids, batch.attention_mask, normalize=normalize, truncate_dim=truncate_dim)
 
+        show = self.show_progress if show_progress is None else show_progress
+        chunk = self.pipeline_chunk_size
         with torch.inference_mode():
-            return run_batches(
-                tok.ids,
-                step,
-                config,
-                show_progress=self.show_progress if show_progress is None else show_progress,
-                desc="Embedding",
-            )
+            if chunk is not None and len(texts) > chunk:
+                out, self.last_truncated = run_pipelined(
+                    texts,
+                    lambda part: tokenize(self.tokenizer, part, max_length),
+                    step,
+                    config,
+                    chunk_size=chunk,
+                    show_progress=show,
+                    desc="Embedding",
+                )
+                return out
+            tok = self.tokenize(texts, max_length)
+            return run_batches(tok.ids, step, config, show_progress=show, desc="Embedding")
 
     def _convert(
         self,

@@ -171,3 +171,15 @@ def test_several_devices_use_worker_processes(tiny_bert):
     ref = Embedder(tiny_bert, device="cpu", max_length=8).encode(texts)
     np.testing.assert_allclose(got, ref, atol=1e-5)
     assert single.shape == got.shape
+
+
+def test_pipelined_tokenization_gives_the_same_embeddings(tiny_bert):
+    rng = np.random.default_rng(5)
+    words = "the cancer cells of human brain protein gene a blue water".split()
+    texts = [" ".join(rng.choice(words, size=rng.integers(1, 60))) for _ in range(41)]
+    emb = Embedder(tiny_bert, max_length=16)
+    ref = emb.encode(texts)
+    ref_truncated = emb.last_truncated
+    emb.pipeline_chunk_size = 6
+    np.testing.assert_allclose(emb.encode(texts), ref, atol=1e-5)
+    assert emb.last_truncated == ref_truncated > 0
