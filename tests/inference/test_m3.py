@@ -143,7 +143,8 @@ def test_helpers_match_formulas(m3, naive) -> None:
     cv = out["colbert_vecs"]
     assert float(m3.colbert_score(cv[0], cv[1])) == pytest.approx(_colbert(cv[0], cv[1]), abs=1e-5)
     tokens = m3.convert_id_to_token(lw[1])
-    assert set(tokens) <= {m3.tokenizer.decode([int(k)]) for k in lw[1]} and "protein" in {t.strip() for t in tokens}
+    # one token string per kept id (which ids survive relu depends on the random heads)
+    assert set(tokens) == {m3.tokenizer.decode([int(k)]) for k in lw[1]}
     assert isinstance(m3.convert_id_to_token(lw), list)
 
 
