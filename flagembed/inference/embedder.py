@@ -21,11 +21,10 @@ from flagembed.inference.inputs import apply_instruction, as_corpus_list, as_tex
 from flagembed.inference.quantize import Precision, quantize
 from flagembed.models import (
     EncoderSettings,
-    HubOptions,
     TextEncoder,
     load_backbone,
     load_tokenizer,
-    resolve_model_path,
+    open_checkpoint,
     resolve_settings,
 )
 
@@ -76,8 +75,15 @@ class Embedder:
         num_threads: int | None = None,
     ) -> None:
         _check_backend(backend, quantize)
-        hub = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
-        path = resolve_model_path(model_name_or_path, hub)
+        ckpt = open_checkpoint(
+            model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            trust_remote_code=trust_remote_code,
+        )
+        path, remote = ckpt.path, ckpt.trust_remote_code
         self.settings: EncoderSettings = resolve_settings(
             model_name_or_path,
             path,
@@ -92,7 +98,6 @@ class Embedder:
             revision=revision,
         )
         spec = self.settings.spec
-        remote = trust_remote_code if trust_remote_code is not None else bool(spec and spec.trust_remote_code)
         onnx_device = "cpu" if backend != "torch" and device is None else device
         self.devices = resolve_devices(onnx_device)  # several devices: one worker process each (see encode)
         self.device = self.devices[0]

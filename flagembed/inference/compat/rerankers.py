@@ -11,6 +11,7 @@ from flagembed.inference.layerwise import LayerwiseReranker
 from flagembed.inference.lightweight import LightweightReranker
 from flagembed.inference.llm_reranker import LLMReranker
 from flagembed.inference.reranker import Reranker
+from flagembed.models.loading import remote_code_allowed
 from flagembed.models.registry import lookup
 
 _RERANK_PASSTHROUGH = ("revision", "token", "local_files_only", "max_tokens_per_batch", "show_progress")
@@ -248,5 +249,5 @@ class FlagAutoReranker:
             model_class = _RERANKER_KIND_TO_CLASS[spec.kind]
         if model_class not in _RERANKER_CLASSES:
             raise ValueError(f"unknown model_class {model_class!r}; valid: {sorted(_RERANKER_CLASSES)}")
-        remote = trust_remote_code if trust_remote_code is not None else bool(spec and spec.trust_remote_code)
+        remote = remote_code_allowed(spec, trust_remote_code)
         return _RERANKER_CLASSES[model_class](model_name_or_path, use_fp16=use_fp16, trust_remote_code=remote, **kwargs)
