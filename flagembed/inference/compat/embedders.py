@@ -18,6 +18,55 @@ def _dtype(use_fp16: bool, use_bf16: bool) -> str:
     return "bf16" if use_bf16 else ("fp16" if use_fp16 else "fp32")
 
 
+_PASSTHROUGH = ("revision", "token", "local_files_only", "max_tokens_per_batch")
+
+
+def _reference_embedder_args(
+    *,
+    normalize_embeddings: bool,
+    use_fp16: bool,
+    use_bf16: bool,
+    query_instruction_for_retrieval: str | None,
+    query_instruction_format: str,
+    devices: Any,
+    pooling_method: str,
+    trust_remote_code: bool,
+    cache_dir: str | None,
+    batch_size: int,
+    query_max_length: int,
+    passage_max_length: int,
+    truncate_dim: int | None,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The reference's embedder arguments as :class:`Embedder` keywords (pops the ones it uses from ``extra``)."""
+    return {
+        "pooling": pooling_method,
+        "normalize": normalize_embeddings,
+        # "" = no instruction: the reference applies only what it is given, never a registry default
+        "query_instruction": query_instruction_for_retrieval or "",
+        "query_instruction_format": query_instruction_format,
+        "passage_instruction": extra.pop("passage_instruction_for_retrieval", None) or "",
+        "passage_instruction_format": extra.pop("passage_instruction_format", None),
+        "max_length": max(query_max_length, passage_max_length),
+        "query_max_length": query_max_length,
+        "passage_max_length": passage_max_length,
+        "truncate_dim": truncate_dim,
+        "batch_size": batch_size,
+        "device": devices,
+        "dtype": _dtype(use_fp16, use_bf16),
+        "cache_dir": cache_dir,
+        "trust_remote_code": trust_remote_code,
+        **{k: extra.pop(k) for k in _PASSTHROUGH if k in extra},
+    }
+
+
+def _keep_extra_kwargs(obj: Any, kwargs: dict[str, Any]) -> None:
+    """The reference keeps unknown keyword arguments as attributes (and in ``self.kwargs``)."""
+    obj.kwargs = kwargs
+    for key, value in kwargs.items():
+        setattr(obj, key, value)
+
+
 class FlagModel(Embedder):
     """``FlagEmbedding.FlagModel`` (encoder-only BGE/E5/GTE) with the reference's arguments and defaults."""
 
@@ -42,32 +91,25 @@ class FlagModel(Embedder):
     ) -> None:
         super().__init__(
             model_name_or_path,
-            pooling=pooling_method,  # type: ignore[arg-type]
-            normalize=normalize_embeddings,
-            # "" = no instruction: the reference applies only what it is given, never a registry default
-            query_instruction=query_instruction_for_retrieval or "",
-            query_instruction_format=query_instruction_format,
-            passage_instruction=kwargs.pop("passage_instruction_for_retrieval", None) or "",
-            passage_instruction_format=kwargs.pop("passage_instruction_format", None),
-            max_length=max(query_max_length, passage_max_length),
-            query_max_length=query_max_length,
-            passage_max_length=passage_max_length,
-            truncate_dim=truncate_dim,
-            batch_size=batch_size,
-            device=devices,
-            dtype=_dtype(use_fp16, use_bf16),  # type: ignore[arg-type]
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-            **{
-                k: kwargs.pop(k)
-                for k in ("revision", "token", "local_files_only", "max_tokens_per_batch")
-                if k in kwargs
-            },
+            **_reference_embedder_args(
+                normalize_embeddings=normalize_embeddings,
+                use_fp16=use_fp16,
+                use_bf16=use_bf16,
+                query_instruction_for_retrieval=query_instruction_for_retrieval,
+                query_instruction_format=query_instruction_format,
+                devices=devices,
+                pooling_method=pooling_method,
+                trust_remote_code=trust_remote_code,
+                cache_dir=cache_dir,
+                batch_size=batch_size,
+                query_max_length=query_max_length,
+                passage_max_length=passage_max_length,
+                truncate_dim=truncate_dim,
+                extra=kwargs,
+            ),
         )
         self.convert_to_numpy = convert_to_numpy
-        self.kwargs = kwargs
-        for key, value in kwargs.items():  # the reference keeps unknown kwargs as attributes
-            setattr(self, key, value)
+        _keep_extra_kwargs(self, kwargs)
 
     def _fe_kwargs(self, batch_size: int | None, max_length: int | None, convert_to_numpy: bool | None) -> dict:
         to_numpy = self.convert_to_numpy if convert_to_numpy is None else convert_to_numpy
@@ -143,30 +185,24 @@ class BGEM3FlagModel(M3Embedder):
             return_dense=return_dense,
             return_sparse=return_sparse,
             return_colbert_vecs=return_colbert_vecs,
-            pooling=pooling_method,  # type: ignore[arg-type]
-            normalize=normalize_embeddings,
-            query_instruction=query_instruction_for_retrieval or "",
-            query_instruction_format=query_instruction_format,
-            passage_instruction=kwargs.pop("passage_instruction_for_retrieval", None) or "",
-            passage_instruction_format=kwargs.pop("passage_instruction_format", None),
-            max_length=max(query_max_length, passage_max_length),
-            query_max_length=query_max_length,
-            passage_max_length=passage_max_length,
-            truncate_dim=truncate_dim,
-            batch_size=batch_size,
-            device=devices,
-            dtype=_dtype(use_fp16, use_bf16),  # type: ignore[arg-type]
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-            **{
-                k: kwargs.pop(k)
-                for k in ("revision", "token", "local_files_only", "max_tokens_per_batch")
-                if k in kwargs
-            },
+            **_reference_embedder_args(
+                normalize_embeddings=normalize_embeddings,
+                use_fp16=use_fp16,
+                use_bf16=use_bf16,
+                query_instruction_for_retrieval=query_instruction_for_retrieval,
+                query_instruction_format=query_instruction_format,
+                devices=devices,
+                pooling_method=pooling_method,
+                trust_remote_code=trust_remote_code,
+                cache_dir=cache_dir,
+                batch_size=batch_size,
+                query_max_length=query_max_length,
+                passage_max_length=passage_max_length,
+                truncate_dim=truncate_dim,
+                extra=kwargs,
+            ),
         )
-        self.kwargs = kwargs
-        for key, value in kwargs.items():  # the reference keeps unknown kwargs as attributes
-            setattr(self, key, value)
+        _keep_extra_kwargs(self, kwargs)
 
     def encode(  # type: ignore[override]
         self,
