@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import POISON, FakeM3, FakeReranker
 from fastapi.testclient import TestClient
+from serve_fakes import POISON, FakeM3, FakeReranker
 
 from flagembed.serve import ApiKeys, BatchingConfig, Limits, create_app
 

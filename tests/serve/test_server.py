@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from conftest import FakeM3, serve_in_thread
+from serve_fakes import FakeM3, serve_in_thread
 
 from flagembed.inference import Embedder
 from flagembed.serve import ApiKeys, FlagEmbedClient, ModelHost, ServeError, create_app, openai_client
