@@ -26,3 +26,20 @@ def cuda_oom_error_types() -> tuple[type[BaseException], ...]:
     if isinstance(generic, type) and generic not in types:
         types.append(generic)
     return tuple(types)
+
+
+def from_pretrained(cls: Any, path: Any, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(path, ...)`` without transformers' per-load "Loading weights" bar.
+
+    The bar is switched off only for this call and restored after it, so a user's own setting stands.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

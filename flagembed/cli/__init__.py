@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import signal
+import sys
+from typing import Any
 
 import typer
 
@@ -16,6 +20,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from flagembed import __version__
+
+        typer.echo(f"flagembed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Embed, search, rerank and evaluate with BGE-style models."""
+
+
 app.command("embed")(_embed.embed)
 app.command("demo")(_embed.demo)
 app.command("models")(_models.models)
@@ -43,13 +66,38 @@ from flagembed.cli import export as _export  # noqa: E402
 app.command("export")(_export.export)
 
 
+class Interrupted(BaseException):
+    """Ctrl-C, raised past typer (which would turn ``KeyboardInterrupt`` into a silent exit 130)."""
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    raise Interrupted()
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: user errors (bad paths, Ctrl-C) end in one line, never a traceback."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars are noise on the command line
-    app()
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        app()
+    except Interrupted:
+        typer.echo("interrupted: stopped before writing any output (files are written whole or not at all)", err=True)
+        sys.exit(130)
+    except OSError as exc:
+        typer.echo(f"error: {describe_os_error(exc)}", err=True)
+        sys.exit(2)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``cannot write X: permission denied`` style text for an OS error."""
+    reason = (exc.strerror or str(exc)).lower()
+    if exc.filename is None:
+        return reason
+    verb = "write" if exc.errno in (errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EISDIR, errno.EEXIST) else "use"
+    return f"cannot {verb} {exc.filename}: {reason}"
 
 
 __all__ = ["app", "main"]

@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
-Device = Annotated[Optional[str], typer.Option(help="Device, e.g. cpu or cuda:0 (default: first GPU, else CPU).")]
+
+def _check_devices(value: Optional[str]) -> Optional[Any]:
+    """``--device``: one device, or several comma-separated (one worker each where supported)."""
+    if value is None:
+        return None
+    from flagembed.engine.devices import check_device
+
+    items = [v.strip() for v in value.split(",")]
+    try:
+        for item in items:
+            check_device(item)
+    except ValueError as exc:
+        fail(f"--device: {exc}")
+    return items if len(items) > 1 else items[0]
+
+
+Device = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Device: cpu, cuda, cuda:N or mps; several comma-separated (default: first GPU, else CPU).",
+        callback=_check_devices,
+    ),
+]
 DType = Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")]
 
 

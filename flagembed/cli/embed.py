@@ -15,26 +15,43 @@ def embed(
     input: Path = typer.Option(
         ..., "--input", "-i", help="A .txt file (one text per line) or .jsonl (text or title+text)."
     ),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write the .npy array."),
+    output: Path = typer.Option(
+        ..., "--output", "--out", "-o", help="Where to write the .npy array (- for standard output)."
+    ),
     queries: bool = typer.Option(False, "--queries", help="Treat inputs as queries (adds the query instruction)."),
     instruction: Optional[str] = typer.Option(None, help="Instruction to prepend (overrides the model's)."),
     field: str = typer.Option("text", help="JSONL field holding the text."),
     batch_size: int = typer.Option(256, help="Items per batch."),
-    max_length: Optional[int] = typer.Option(None, help="Max tokens per text (longer texts are truncated)."),
+    max_length: Optional[int] = typer.Option(None, min=1, help="Max tokens per text (longer texts are truncated)."),
     max_tokens_per_batch: Optional[int] = typer.Option(None, help="Token budget per batch."),
-    truncate_dim: Optional[int] = typer.Option(None, help="Matryoshka dimension to keep."),
+    truncate_dim: Optional[int] = typer.Option(None, min=1, help="Matryoshka dimension to keep."),
+    keep_blank: bool = typer.Option(
+        False, "--keep-blank", help="Embed blank .txt lines too, so output row i is input line i."
+    ),
     precision: str = typer.Option("float32", help="float32, int8, uint8, binary or ubinary."),
     device: Device = None,
     dtype: DType = "auto",
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
 ) -> None:
     """Embed a file of texts into a .npy array."""
-    from flagembed._io import read_texts, save_npy
+    from flagembed._io import check_output_file, read_texts, save_npy
     from flagembed.inference import Embedder
     from flagembed.inference.inputs import as_corpus_list
 
     try:
-        texts = read_texts(input, field=field)
+        check_output_file(output)  # before the model loads: a bad destination fails in a second
+        texts = read_texts(input, field=field, keep_blank=True)
+        if input.suffix not in (".jsonl", ".json") and not keep_blank:
+            lines, texts = len(texts), [t for t in texts if t.strip()]
+            if len(texts) < lines:
+                blank = lines - len(texts)
+                typer.echo(
+                    f"note: skipped {blank} blank line(s) of {input}; output rows follow the non-blank lines "
+                    "(--keep-blank keeps row i = line i)",
+                    err=True,
+                )
+        if not texts:
+            typer.echo(f"warning: {input} holds no texts; writing an empty array", err=True)
         if queries:  # title+text records become one query string each
             texts = as_corpus_list(texts)[0]
         emb = Embedder(
@@ -44,10 +61,10 @@ def embed(
             device=device,
             dtype=dtype,
             truncate_dim=truncate_dim,
-            show_progress=progress if progress is not None else True,
+            show_progress=progress,
         )
         kwargs = {"precision": precision}
-        if max_length:
+        if max_length is not None:
             kwargs["max_length"] = max_length
         if instruction is not None:
             kwargs["instruction"] = instruction
@@ -55,7 +72,7 @@ def embed(
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(str(exc))
     save_npy(output, vectors)
-    typer.echo(f"wrote {output} shape={tuple(vectors.shape)} dtype={vectors.dtype}")
+    typer.echo(f"wrote {output} shape={tuple(vectors.shape)} dtype={vectors.dtype}", err=str(output) == "-")
     if emb.last_truncated:
         typer.echo(f"{emb.last_truncated} of {len(texts)} inputs were truncated to the max length", err=True)
 
@@ -69,7 +86,10 @@ def demo(
     """Embed the bundled SciFact sample and show the best abstracts for example claims."""
     from flagembed.demo import run_demo
 
-    result = run_demo(model, top_k=top_k, device=device)
+    try:
+        result = run_demo(model, top_k=top_k, device=device)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        fail(str(exc))
     for query, hits in list(zip(result.queries, result.hits))[:show]:
         typer.echo(f"\nclaim: {query['text']}")
         rows = [

@@ -47,8 +47,31 @@ def resolve_device(device: DeviceLike | Sequence[DeviceLike]) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if isinstance(device, int):
-        return torch.device(f"cuda:{device}")
-    return torch.device(device)
+        device = f"cuda:{device}"
+    return check_device(device)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """Parse a device and check that this machine has it.
+
+    Raises:
+        ValueError: not a device name, or a device this machine does not have (naming what it has).
+    """
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device).strip())
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device {str(device)!r} is not a device; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r}: this machine has no CUDA GPU usable by torch; use cpu")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {str(device)!r}: MPS is not available on this machine; use cpu")
+    return dev  # other torch device types (xpu, meta, ...) are left to torch
 
 
 _warned_cpu_half = False

@@ -1,8 +1,9 @@
 """On-disk layout of an index directory: files + ``manifest.json`` with checksums, written atomically.
 
-A directory is written into a temporary sibling and renamed into place, so a failed save never
-damages an existing index. ``manifest.json`` records the index type, its parameters, the model
-settings that produced the vectors with their hash, and a SHA-256 per file; loading verifies all.
+A directory is written into a temporary sibling and swapped into place (``_io.staged_dir``), so a
+failed or killed save never damages an existing index. ``manifest.json`` records the index type,
+its parameters, the model settings that produced the vectors with their hash, and a SHA-256 per
+file; loading verifies all.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from flagembed._io import recover_dir, staged_dir
 
 FORMAT = "flagembed-index"
 VERSION = 1
@@ -67,9 +68,7 @@ def write_index_dir(
             raise IndexFormatError(f"{target} exists and is not a directory")
         if any(target.iterdir()) and not (target / MANIFEST).is_file():
             raise IndexFormatError(f"{target} is a non-empty directory without {MANIFEST}; refusing to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with staged_dir(target) as tmp:
         write_files(tmp)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         subdirs = sorted(p.name for p in tmp.iterdir() if p.is_dir())
@@ -87,25 +86,6 @@ def write_index_dir(
             json.dump(manifest, f, ensure_ascii=False, indent=2, default=str)
             f.flush()
             os.fsync(f.fileno())
-        _swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(tmp, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-    old.rmdir()
-    os.replace(target, old)  # directories cannot be replaced atomically when non-empty: move aside first
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(
@@ -125,6 +105,7 @@ def read_manifest(
         IndexMismatchError: ``model`` differs from the configuration recorded at build time.
     """
     path = Path(directory).expanduser()
+    recover_dir(path)  # a save killed mid-swap is finished or rolled back first
     mfile = path / MANIFEST
     if not mfile.is_file():
         raise IndexFormatError(f"{path} is not a flagembed index directory (no {MANIFEST})")

@@ -110,15 +110,19 @@ class Embedder:
             backbone, self.settings.pooling, self.settings.normalize, self.settings.truncate_dim
         ).to(self.device)
         self.encoder.eval()
+        _check_truncate_dim(self.settings.truncate_dim, self.encoder.hidden_size)
         self.backend = backend
         self.onnx: OnnxRunner | OpenVinoRunner | None = None  # runs the backbone; pooling stays in encoder
         if backend != "torch":
             self.onnx, _ = load_runner(
                 backend, path, quantize=quantize, num_threads=num_threads, revision=revision, trust_remote_code=remote
             )
+        self._length_warnings: set[tuple[int, int]] = set()
         self.max_length = self._cap_length(self.settings.max_length)
-        self.query_max_length = self._cap_length(query_max_length or self.max_length)
-        self.passage_max_length = self._cap_length(passage_max_length or self.max_length)
+        self.query_max_length = self._cap_length(query_max_length) if query_max_length is not None else self.max_length
+        self.passage_max_length = (
+            self._cap_length(passage_max_length) if passage_max_length is not None else self.max_length
+        )
         self.batch_size = batch_size
         self.max_tokens_per_batch = max_tokens_per_batch
         self.show_progress = show_progress
@@ -173,7 +177,9 @@ class Embedder:
             positions -= 2  # RoBERTa-style position ids start after the padding index
         for cap in (limit, positions):
             if isinstance(cap, int) and 0 < cap < 1_000_000 and length > cap:
-                logger.warning("max_length %d exceeds the model's limit %d; using %d", length, cap, cap)
+                if (length, cap) not in self._length_warnings:  # once per value, not per call
+                    self._length_warnings.add((length, cap))
+                    logger.warning("max_length %d exceeds the model's limit %d; using %d", length, cap, cap)
                 length = cap
         return length
 
@@ -211,7 +217,7 @@ class Embedder:
         items = apply_instruction(items, instruction, instruction_format or "{}{}")
         emb = self._encode_texts(
             items,
-            max_length=self._cap_length(max_length) if max_length else self.passage_max_length,
+            max_length=self._cap_length(max_length) if max_length is not None else self.passage_max_length,
             batch_size=batch_size,
             normalize=normalize,
             truncate_dim=truncate_dim,
@@ -279,8 +285,7 @@ class Embedder:
         truncate_dim: int | None,
         show_progress: bool | None,
     ) -> np.ndarray:
-        if truncate_dim is not None and truncate_dim < 1:
-            raise ValueError(f"truncate_dim must be >= 1, got {truncate_dim}")
+        _check_truncate_dim(truncate_dim, self.encoder.hidden_size)
         dim = min(truncate_dim or self.dim, self.dim)
         if not texts:
             self.last_truncated = 0
@@ -339,6 +344,11 @@ class Embedder:
         elif convert_to == "torch":
             out = torch.from_numpy(emb)
         return out[0] if single else out
+
+
+def _check_truncate_dim(truncate_dim: int | None, hidden: int) -> None:
+    if truncate_dim is not None and not 1 <= truncate_dim <= hidden:
+        raise ValueError(f"truncate_dim must be between 1 and the model's dimension {hidden}, got {truncate_dim}")
 
 
 def _check_backend(backend: str, quantize: str | None) -> None:

@@ -94,7 +94,7 @@ class M3Embedder(Embedder):
             sparse=self.defaults["sparse"] if return_sparse is None else return_sparse,
             colbert=self.defaults["colbert"] if return_colbert_vecs is None else return_colbert_vecs,
             batch_size=batch_size,
-            max_length=self._cap_length(max_length) if max_length else self.passage_max_length,
+            max_length=self._cap_length(max_length) if max_length is not None else self.passage_max_length,
             show_progress=show_progress,
         )
         return result if output == "batch" else result.to_reference(single)

@@ -7,10 +7,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from flagembed._io import staged_dir
 from flagembed.merge.checkpoint import HEAD_FILES
 
 logger = logging.getLogger(__name__)
@@ -38,21 +38,9 @@ def check_output(output_path: str | os.PathLike[str], overwrite: bool) -> Path:
 @contextlib.contextmanager
 def staging_folder(output: Path, overwrite: bool) -> Iterator[Path]:
     """A temporary folder beside ``output`` that replaces it on success and disappears on failure."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
-    try:
+    with staged_dir(output) as tmp:
         yield tmp
         check_output(output, overwrite)  # re-check: something may have appeared meanwhile
-        if output.is_dir():
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def copy_support_files(source: Path, dest: Path) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flagembed._compat import dtype_kwargs
+from flagembed._compat import dtype_kwargs, from_pretrained
 from flagembed.models.heads import M3Heads, colbert_lengths, colbert_vectors, token_weights
 from flagembed.models.loading import read_folder_config
 from flagembed.models.pooling import PoolingMethod, check_pooling, finalize, pool
@@ -212,5 +212,5 @@ def load_backbone(
     """``AutoModel`` from a local folder (safetensors preferred by transformers), in eval mode."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(path), trust_remote_code=trust_remote_code, **dtype_kwargs(dtype), **kwargs)
+    model = from_pretrained(AutoModel, str(path), trust_remote_code=trust_remote_code, **dtype_kwargs(dtype), **kwargs)
     return model.eval()

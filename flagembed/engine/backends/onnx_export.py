@@ -9,15 +9,12 @@ or options differ is stale and is rebuilt, never reused.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
-import uuid
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from flagembed._io import save_json
+from flagembed._io import save_json, staged_dir
 from flagembed.models import TextEncoder, load_backbone
 
 logger = logging.getLogger(__name__)
@@ -203,7 +200,7 @@ def export_onnx(
         raise ValueError(f"{target} exists, is not empty and is not a flagembed ONNX export; choose another folder")
     if manifest is not None and not force:
         logger.warning("the ONNX export in %s is stale (weights or options changed); rebuilding it", target)
-    with _staging(target) as tmp:
+    with staged_dir(target) as tmp:
         if quantize == "int8":
             base = export_onnx(source, opset=opset, revision=revision, trust_remote_code=trust_remote_code)
             files = quantize_int8(base.model_file, tmp / MODEL_FILE)
@@ -340,26 +337,3 @@ def _manifest(
             "onnxruntime": onnxruntime.__version__,
         },
     }
-
-
-@contextlib.contextmanager
-def _staging(target: Path) -> Iterator[Path]:
-    """Build into a temporary sibling folder, then swap it into place; nothing partial is ever visible."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    trash = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-    if target.exists():
-        os.replace(target, trash)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process put a folder there in the meantime: keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not target.exists():
-            raise
-    shutil.rmtree(trash, ignore_errors=True)

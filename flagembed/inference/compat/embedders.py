@@ -9,12 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from flagembed.engine.devices import resolve_devices
 from flagembed.inference.embedder import Embedder
 from flagembed.inference.m3 import M3Embedder
 from flagembed.models.registry import lookup
 
 
-def _dtype(use_fp16: bool, use_bf16: bool) -> str:
+def _dtype(use_fp16: bool, use_bf16: bool, devices: Any = None) -> str:
+    """The reference's dtype flags; like the reference, half precision is silently dropped on CPU
+    (``use_fp16=True`` is its default, so warning about it would blame the user for a default)."""
+    if (use_fp16 or use_bf16) and all(d.type == "cpu" for d in resolve_devices(devices)):
+        return "fp32"
     return "bf16" if use_bf16 else ("fp16" if use_fp16 else "fp32")
 
 
@@ -53,7 +58,7 @@ def _reference_embedder_args(
         "truncate_dim": truncate_dim,
         "batch_size": batch_size,
         "device": devices,
-        "dtype": _dtype(use_fp16, use_bf16),
+        "dtype": _dtype(use_fp16, use_bf16, devices),
         "cache_dir": cache_dir,
         "trust_remote_code": trust_remote_code,
         **{k: extra.pop(k) for k in _PASSTHROUGH if k in extra},

@@ -43,7 +43,7 @@ class FlagReranker(Reranker):
         normalize: bool = False,
         **kwargs: Any,
     ) -> None:
-        common = _reranker_kwargs(kwargs, devices, _dtype(use_fp16, False), cache_dir, trust_remote_code)
+        common = _reranker_kwargs(kwargs, devices, _dtype(use_fp16, False, devices), cache_dir, trust_remote_code)
         super().__init__(
             model_name_or_path,
             max_length=max_length,
@@ -100,7 +100,7 @@ class FlagLLMReranker(LLMReranker):
         normalize: bool = False,
         **kwargs: Any,
     ) -> None:
-        common = _reranker_kwargs(kwargs, devices, _dtype(use_fp16, use_bf16), cache_dir, trust_remote_code)
+        common = _reranker_kwargs(kwargs, devices, _dtype(use_fp16, use_bf16, devices), cache_dir, trust_remote_code)
         super().__init__(
             model_name_or_path,
             peft_path=peft_path,
