@@ -32,7 +32,7 @@ import numpy as np
 STDOUT = "-"
 _umask_lock = threading.Lock()
 # Our own temporary names: ".NAME.flagembed-{tmp,new,old}-PID-HEX".
-_STAGE_RE = re.compile(r"^\.(?P<name>.+)\.flagembed-(?P<kind>tmp|new|old)-(?P<pid>\d+)-[0-9a-f]+$")
+_STAGE_RE = re.compile(r"^\.(?P<name>.+)\.flagembed-(?P<kind>tmp|new|old)-(?P<pid>\d+)-[0-9a-z_]+$")
 
 
 class OutputPathError(ValueError):
@@ -139,7 +139,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
             yield f
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    recover_dir(target)  # sweeps temporary files that killed writers of this target left behind
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.flagembed-tmp-{os.getpid()}-", dir=target.parent)
     try:
         os.fchmod(fd, file_mode(target if target.exists() else None))
         with os.fdopen(fd, mode, **encoding) as f:

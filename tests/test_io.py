@@ -232,3 +232,10 @@ def test_read_texts_blank_lines_and_bom(tmp_path):
     assert read_texts(p, keep_blank=True) == ["one", "", "two"]
     with pytest.raises(ValueError, match="is a directory"):
         read_texts(tmp_path)
+
+
+def test_a_killed_file_write_is_swept_by_the_next_write(tmp_path):
+    stale = tmp_path / f".v.npy.flagembed-tmp-{_dead_pid()}-x1_y2"
+    stale.write_bytes(b"half")
+    save_npy(tmp_path / "v.npy", np.ones(1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"]
