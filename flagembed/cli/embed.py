@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, DType, emit_table, fail
+from flagembed.cli.common import Device, DType, TrustRemoteCode, emit_table, fail
 
 
 def embed(
@@ -27,6 +27,7 @@ def embed(
     device: Device = None,
     dtype: DType = "auto",
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Embed a file of texts into a .npy array."""
     from flagembed._io import read_texts, save_npy
@@ -45,6 +46,7 @@ def embed(
             dtype=dtype,
             truncate_dim=truncate_dim,
             show_progress=progress if progress is not None else True,
+            trust_remote_code=trust_remote_code,
         )
         kwargs = {"precision": precision}
         if max_length:
