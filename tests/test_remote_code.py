@@ -264,7 +264,9 @@ def test_cli_registered_model_needing_code_says_how_to_consent(monkeypatch, tmp_
 
     monkeypatch.setattr("huggingface_hub.snapshot_download", boom)
     docs = _docs(tmp_path)
-    res = runner.invoke(app, ["embed", "-m", "Alibaba-NLP/gte-base-en-v1.5", "-i", str(docs), "-o", str(tmp_path / "v")])
+    res = runner.invoke(
+        app, ["embed", "-m", "Alibaba-NLP/gte-base-en-v1.5", "-i", str(docs), "-o", str(tmp_path / "v")]
+    )
     assert res.exit_code == 2
     assert "needs to run its own Python code" in res.output and "--trust-remote-code" in res.output
     res = runner.invoke(app, ["rerank", "-m", "BAAI/bge-reranker-v2-minicpm-layerwise", "-q", "x", "-d", str(docs)])

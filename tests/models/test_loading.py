@@ -98,7 +98,8 @@ def _no_network(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "name", ["Alibaba-NLP/gte-base-en-v1.5", "alibaba-nlp/GTE-multilingual-base", "BAAI/bge-reranker-v2-minicpm-layerwise"]
+    "name",
+    ["Alibaba-NLP/gte-base-en-v1.5", "alibaba-nlp/GTE-multilingual-base", "BAAI/bge-reranker-v2-minicpm-layerwise"],
 )
 def test_registered_model_needing_code_fails_without_consent_before_downloading(monkeypatch, name):
     from flagembed.models import open_checkpoint
