@@ -31,6 +31,13 @@ Device = Annotated[
     ),
 ]
 DType = Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")]
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option(
+        "--trust-remote-code",
+        help="Allow the model repository's own Python code (config.json auto_map) to run; only for models you trust.",
+    ),
+]
 
 
 def emit_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

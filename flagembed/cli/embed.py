@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, DType, emit_table, fail
+from flagembed.cli.common import Device, DType, TrustRemoteCode, emit_table, fail
 
 
 def embed(
@@ -32,6 +32,7 @@ def embed(
     device: Device = None,
     dtype: DType = "auto",
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Embed a file of texts into a .npy array."""
     from flagembed._io import check_output_file, read_texts, save_npy
@@ -62,6 +63,7 @@ def embed(
             dtype=dtype,
             truncate_dim=truncate_dim,
             show_progress=progress,
+            trust_remote_code=trust_remote_code,
         )
         kwargs = {"precision": precision}
         if max_length is not None:

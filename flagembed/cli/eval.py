@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, DType, emit_table, fail
+from flagembed.cli.common import Device, DType, TrustRemoteCode, emit_table, fail
 
 eval_app = typer.Typer(help="Evaluate embedders and rerankers (retrieval, STS, MTEB).", no_args_is_help=True)
 
@@ -34,6 +34,7 @@ def retrieval(
     plot: bool = typer.Option(False, "--plot", help="Also write recall@k curves as a PNG."),
     device: Device = None,
     dtype: DType = "auto",
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Retrieval on a BEIR-layout folder, optionally reranked; metrics like ndcg_at_10 (fractions)."""
     from flagembed.evaluate.jobs import retrieval_job
@@ -52,8 +53,19 @@ def retrieval(
             k_values=ks,
             ignore_identical_ids=ignore_identical_ids,
             plot=plot,
-            embedder_kwargs={"device": device, "dtype": dtype, "batch_size": batch_size, "show_progress": True},
-            reranker_kwargs={"device": device, "dtype": dtype, "show_progress": True},
+            embedder_kwargs={
+                "device": device,
+                "dtype": dtype,
+                "batch_size": batch_size,
+                "show_progress": True,
+                "trust_remote_code": trust_remote_code,
+            },
+            reranker_kwargs={
+                "device": device,
+                "dtype": dtype,
+                "show_progress": True,
+                "trust_remote_code": trust_remote_code,
+            },
         )
     except _ERRORS as exc:
         fail(str(exc))
@@ -72,6 +84,7 @@ def sts(
     batch_size: int = typer.Option(256, help="Texts per batch."),
     device: Device = None,
     dtype: DType = "auto",
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """STS: Spearman/Pearson correlation of cosine similarity with gold scores (cosine_spearman, fractions)."""
     from flagembed.evaluate.jobs import sts_job
@@ -82,7 +95,13 @@ def sts(
             data,
             output,
             name=name,
-            embedder_kwargs={"device": device, "dtype": dtype, "batch_size": batch_size, "show_progress": True},
+            embedder_kwargs={
+                "device": device,
+                "dtype": dtype,
+                "batch_size": batch_size,
+                "show_progress": True,
+                "trust_remote_code": trust_remote_code,
+            },
         )
     except _ERRORS as exc:
         fail(str(exc))
@@ -101,6 +120,7 @@ def mteb(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for mteb's result files."),
     device: Device = None,
     dtype: DType = "auto",
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Run MTEB / C-MTEB tasks through the mteb package (needs network for its datasets)."""
     from flagembed.evaluate.jobs import load_embedder
@@ -109,7 +129,9 @@ def mteb(
     try:
         if not tasks and not benchmark:
             raise ValueError("give --tasks or --benchmark")
-        embedder = load_embedder(model, device=device, dtype=dtype, show_progress=True)
+        embedder = load_embedder(
+            model, device=device, dtype=dtype, show_progress=True, trust_remote_code=trust_remote_code
+        )
         scores = run_mteb(embedder, tasks=_split_list(tasks or ""), benchmark=benchmark, output_dir=output)
     except _ERRORS as exc:
         fail(str(exc))

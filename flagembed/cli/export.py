@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import fail
+from flagembed.cli.common import TrustRemoteCode, fail
 
 
 def export(
@@ -18,16 +18,20 @@ def export(
     opset: int = typer.Option(18, help="ONNX opset."),
     revision: Optional[str] = typer.Option(None, help="Model revision (hub models)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a fresh export exists."),
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Export a model's backbone to ONNX for ``Embedder(..., backend="onnx")`` or plain onnxruntime."""
     from flagembed.engine.backends import export_onnx
-    from flagembed.models import HubOptions, resolve_model_path
+    from flagembed.models import open_checkpoint
 
     if backend != "onnx":
         fail(f"unknown backend {backend!r}; valid: onnx")
     try:
-        path = resolve_model_path(model, HubOptions(revision=revision))
-        result = export_onnx(path, out=out, quantize=quantize, opset=opset, revision=revision, force=force)  # type: ignore[arg-type]
+        ckpt = open_checkpoint(model, revision=revision, trust_remote_code=trust_remote_code)
+        result = export_onnx(
+            ckpt.path, out=out, quantize=quantize, opset=opset, revision=revision, force=force,  # type: ignore[arg-type]
+            trust_remote_code=ckpt.trust_remote_code,
+        )  # fmt: skip
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         fail(str(exc))
     size = sum(f.stat().st_size for f in result.path.iterdir() if f.is_file()) / 1e6

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, DType, emit_table, fail
+from flagembed.cli.common import Device, DType, TrustRemoteCode, emit_table, fail
 
 index_app = typer.Typer(help="Build retrieval indexes (dense, sparse, ColBERT).", no_args_is_help=True)
 
@@ -24,6 +24,7 @@ def build(
     device: Device = None,
     dtype: DType = "auto",
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars while encoding."),
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Encode a corpus and write a searchable index directory."""
     from flagembed.index.build import build_index
@@ -31,7 +32,7 @@ def build(
     try:
         searcher = build_index(
             model, corpus, out, modes=modes, dense_kind=dense_kind, show_progress=progress,
-            batch_size=batch_size, device=device, dtype=dtype,
+            batch_size=batch_size, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
         )  # fmt: skip
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -9,7 +9,7 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from flagembed.cli.common import Device, emit_table, fail
+from flagembed.cli.common import Device, TrustRemoteCode, emit_table, fail
 
 VARIADIC = ("--models", "-m", "--weights", "-w")
 
@@ -66,24 +66,30 @@ def merge(
     allow_negative: bool = typer.Option(False, "--allow-negative", help="Accept negative weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
     device: Device = None,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Merge models (LM-Cocktail) by given weights, or by weights computed from a few examples."""
     from flagembed._io import read_jsonl
     from flagembed.merge import mix_models, mix_models_by_layers, mix_models_with_data
+    from flagembed.models import HubOptions
 
     if (weights is None) == (examples is None):
         fail("give exactly one of --weights or --examples")
     losses: list[Any] = [""] * len(models)
+    code = {"hub": HubOptions(trust_remote_code=trust_remote_code), "trust_remote_code": trust_remote_code}
     try:
         if examples is not None:
             result = mix_models_with_data(
                 models, model_type, list(read_jsonl(examples)), temperature, batch_size, max_length, neg_number, out,
-                by_layers=by_layers, overwrite=overwrite, return_model=False, device=device,
+                by_layers=by_layers, overwrite=overwrite, return_model=False, device=device, **code,
             )  # fmt: skip
             weights, losses = result.weights, [f"{x:.4f}" for x in result.losses]
         else:
             fn = mix_models_by_layers if by_layers else mix_models
-            fn(models, model_type, weights, out, allow_negative=allow_negative, overwrite=overwrite, return_model=False)
+            fn(
+                models, model_type, weights, out,
+                allow_negative=allow_negative, overwrite=overwrite, return_model=False, **code,
+            )  # fmt: skip
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(str(exc))
     emit_table(["model", "weight", "example loss"], [[m, f"{w:.4f}", x] for m, w, x in zip(models, weights, losses)])

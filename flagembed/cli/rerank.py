@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, DType, emit_table, fail
+from flagembed.cli.common import Device, DType, TrustRemoteCode, emit_table, fail
 
 _KINDS = {
     "cross-encoder": "Reranker",
@@ -31,6 +31,7 @@ def rerank(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: Device = None,
     dtype: DType = "auto",
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Rerank documents for a query with a cross-encoder or LLM reranker."""
     import flagembed.inference as inference
@@ -44,7 +45,12 @@ def rerank(
     try:
         documents = read_texts(docs)
         ranker = getattr(inference, _KINDS[chosen])(
-            model, max_length=max_length, batch_size=batch_size, device=device, dtype=dtype
+            model,
+            max_length=max_length,
+            batch_size=batch_size,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
         )
         results = ranker.rerank(query, documents, top_k=top_k, normalize=normalize)
     except (ValueError, TypeError, FileNotFoundError) as exc:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, DType, fail
+from flagembed.cli.common import Device, DType, TrustRemoteCode, fail
 
 
 def serve(
@@ -32,6 +32,7 @@ def serve(
     device: Device = None,
     dtype: DType = "auto",
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Serve OpenAI-compatible embeddings (plus rerank, sparse and multi-vector) over HTTP."""
     from flagembed.serve import BatchingConfig, Limits, run_server
@@ -55,6 +56,7 @@ def serve(
             dtype=dtype,
             batch_size=batch_size,
             log_level=log_level,
+            trust_remote_code=trust_remote_code,
         )
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         fail(str(exc))

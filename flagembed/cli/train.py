@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, emit_table, fail
+from flagembed.cli.common import Device, TrustRemoteCode, emit_table, fail
 
 finetune_app = typer.Typer(help="Fine-tune models (reference argument names accepted).", no_args_is_help=True)
 
@@ -20,6 +20,7 @@ def finetune_embedder_cmd(
     train_data: Optional[list[Path]] = typer.Option(None, "--train-data", help="jsonl file or folder (repeatable)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (HF + sentence-transformers)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint folder to resume from, or 'latest'."),
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Contrastive fine-tuning; other options are the reference's (e.g. --train_group_size 8 --temperature 0.02
     --learning_rate 1e-5 --num_train_epochs 1 --per_device_train_batch_size 32 --negatives_cross_device)."""
@@ -32,6 +33,8 @@ def finetune_embedder_cmd(
         argv += ["--train_data", *[str(p) for p in train_data]]
     if output:
         argv += ["--output_dir", str(output)]
+    if trust_remote_code:
+        argv += ["--trust_remote_code", "True"]
     try:
         model_args, data_args, training_args = parse_finetune_args(argv)
         result = finetune_embedder(model_args, data_args, training_args, resume_from_checkpoint=_resume(resume))
@@ -63,11 +66,13 @@ def mine(
     max_length: Optional[int] = typer.Option(None, help="Max tokens per text."),
     seed: int = typer.Option(42, help="Sampling seed."),
     device: Device = None,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Mine hard negatives for a training file (the reference's hn_mine.py)."""
     from flagembed.train.mining import mine_file
 
     emb_kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length}
+    emb_kwargs["trust_remote_code"] = trust_remote_code
     try:
         stats = mine_file(
             model,
@@ -95,6 +100,7 @@ def score(
     batch_size: Optional[int] = typer.Option(None, help="Scoring batch size."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per pair."),
     device: Device = None,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Add teacher pos_scores/neg_scores with a reranker (the reference's add_reranker_score.py)."""
     from flagembed.train.teacher import score_file
@@ -105,7 +111,12 @@ def score(
             str(input_file),
             str(output_file),
             model_class=model_class,
-            reranker_kwargs={"device": device, "batch_size": batch_size, "max_length": max_length},
+            reranker_kwargs={
+                "device": device,
+                "batch_size": batch_size,
+                "max_length": max_length,
+                "trust_remote_code": trust_remote_code,
+            },
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(str(exc))

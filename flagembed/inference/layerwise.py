@@ -5,7 +5,7 @@ layers goes through the final norm and the per-layer head ``k`` (REFERENCE.md §
 from ``layer_heads.safetensors`` in the checkpoint (format: :mod:`flagembed.models.llm_scorer`),
 else every layer uses the LM head's "Yes" row. The published
 ``BAAI/bge-reranker-v2-minicpm-layerwise`` ships its own modelling code: load it with
-``trust_remote_code=True`` (the registry sets this for it); then the checkpoint's own
+``trust_remote_code=True`` (your consent; without it loading fails and says so); then the checkpoint's own
 ``forward(cutoff_layers=...)`` computes the per-layer scores.
 """
 

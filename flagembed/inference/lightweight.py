@@ -4,7 +4,7 @@ At each layer in ``compress_layers`` (below the deepest cutoff) the passage's hi
 replaced by means of ``compress_ratio`` consecutive states; query and prompt states are kept, and
 the remaining layers run on the shorter sequence (positions restart at 0). Generic over Hugging Face
 decoders (written for Gemma-2); the published ``BAAI/bge-reranker-v2.5-gemma2-lightweight`` ships
-its own modelling code, loaded with ``trust_remote_code=True``.
+its own modelling code, which runs only when you pass ``trust_remote_code=True``.
 """
 
 from __future__ import annotations

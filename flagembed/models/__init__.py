@@ -13,6 +13,8 @@ from flagembed.models.loading import (
     Checkpoint,
     FolderConfig,
     HubOptions,
+    check_model_folder,
+    latest_checkpoint,
     open_checkpoint,
     packaged_model_path,
     read_folder_config,
@@ -20,7 +22,7 @@ from flagembed.models.loading import (
     resolve_model_path,
 )
 from flagembed.models.pooling import POOLING_METHODS, finalize, last_token, pool
-from flagembed.models.registry import MODELS, ModelSpec, list_models, lookup
+from flagembed.models.registry import MODELS, ModelSpec, list_models, lookup, lookup_folder_name
 
 __all__ = [
     "MODELS",
@@ -33,14 +35,17 @@ __all__ = [
     "ModelSpec",
     "MultiOutput",
     "TextEncoder",
+    "check_model_folder",
     "finalize",
     "last_token",
+    "latest_checkpoint",
     "list_models",
     "load_backbone",
     "load_m3_heads",
     "load_tokenizer",
     "open_checkpoint",
     "lookup",
+    "lookup_folder_name",
     "maxsim",
     "pad_vectors",
     "packaged_model_path",

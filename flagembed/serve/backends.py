@@ -281,6 +281,7 @@ def load_host(
     batch_size: int = 256,
     max_tokens_per_batch: int | None = None,
     max_length: int | None = None,
+    trust_remote_code: bool = False,
 ) -> ModelHost:
     """Load the embedding model (dense ``Embedder`` or ``M3Embedder``) and an optional reranker.
 
@@ -292,6 +293,7 @@ def load_host(
     if kind not in ("auto", "dense", "m3"):
         raise ValueError(f"unknown kind {kind!r}; valid: auto, dense, m3")
     common = {"device": device, "dtype": dtype, "batch_size": batch_size, "max_tokens_per_batch": max_tokens_per_batch}
+    common["trust_remote_code"] = trust_remote_code  # the user's consent; never taken from the registry
     if max_length is not None:
         common["max_length"] = max_length
     resolved = kind if kind != "auto" else detect_kind(model, _try_resolve(model, resolve_model_path))
@@ -303,7 +305,8 @@ def load_host(
         from flagembed.inference import Embedder
 
         obj = Embedder(model, **common)
-    rr = load_reranker(reranker, device=device, dtype=dtype, batch_size=batch_size) if reranker else None
+    rr_kwargs = {"device": device, "dtype": dtype, "batch_size": batch_size, "trust_remote_code": trust_remote_code}
+    rr = load_reranker(reranker, **rr_kwargs) if reranker else None
     name = served_name or _short_name(model)
     aliases = tuple(a for a in dict.fromkeys([str(model), _short_name(model)]) if a != name)
     return ModelHost(

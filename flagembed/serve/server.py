@@ -56,6 +56,7 @@ def run_server(
     batch_size: int = 256,
     max_tokens_per_batch: int | None = None,
     log_level: str = "info",
+    trust_remote_code: bool = False,
 ) -> None:
     """Load the models and serve them until interrupted (what ``flagembed serve`` runs)."""
     from flagembed.serve.app import create_app
@@ -72,6 +73,7 @@ def run_server(
         dtype=dtype,
         batch_size=batch_size,
         max_tokens_per_batch=max_tokens_per_batch,
+        trust_remote_code=trust_remote_code,
     )
     app = create_app(models, limits=limits, batching=batching, api_keys=keys, cors_origins=cors_origins)
     logger.info("serving %s (%s) on http://%s:%d (auth: %s)", models.name, models.kind, host, port, bool(keys))

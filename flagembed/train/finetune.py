@@ -12,6 +12,7 @@ from flagembed.models import (
     TextEncoder,
     load_backbone,
     load_tokenizer,
+    open_checkpoint,
     resolve_model_path,
     resolve_settings,
 )
@@ -65,15 +66,19 @@ def build_trainer(
         ValueError: bad arguments or malformed training data (file and line named).
     """
     check_data_args(data_args)
-    hub = HubOptions(cache_dir=model_args.cache_dir, token=model_args.token)
-    path = resolve_model_path(model_args.model_name_or_path, hub)
+    remote = model_args.trust_remote_code  # the user's consent; open_checkpoint fails clearly when a model needs it
+    hub = HubOptions(cache_dir=model_args.cache_dir, token=model_args.token, trust_remote_code=remote)
+    path = open_checkpoint(
+        model_args.model_name_or_path, cache_dir=hub.cache_dir, token=hub.token, trust_remote_code=remote
+    ).path
     settings = resolve_settings(
         model_args.model_name_or_path,
         path,
         pooling=training_args.sentence_pooling_method,
         normalize=training_args.normalize_embeddings,
     )
-    tok_path = resolve_model_path(model_args.tokenizer_name, hub) if model_args.tokenizer_name else path
+    tok_name = model_args.tokenizer_name
+    tok_path = resolve_model_path(tok_name, hub, kind="tokenizer") if tok_name else path
     tokenizer = load_tokenizer(tok_path, trust_remote_code=model_args.trust_remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token

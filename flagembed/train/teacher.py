@@ -28,6 +28,7 @@ def load_teacher(
     device: str | None = None,
     batch_size: int | None = None,
     max_length: int | None = None,
+    trust_remote_code: bool = False,
 ) -> PairScorer:
     """A flagembed reranker for ``model_name_or_path``: the registry's class, ``model_class``, else a cross-encoder.
 
@@ -40,13 +41,13 @@ def load_teacher(
 
     spec = lookup(model_name_or_path)
     if model_class is None and (spec is None or "reranker" not in spec.kind):
-        kwargs: dict[str, Any] = {"device": device}
+        kwargs: dict[str, Any] = {"device": device, "trust_remote_code": trust_remote_code}
         if batch_size:
             kwargs["batch_size"] = batch_size
         if max_length:
             kwargs["max_length"] = max_length
         return Reranker(model_name_or_path, **kwargs)
-    fe_kwargs: dict[str, Any] = {"devices": device}
+    fe_kwargs: dict[str, Any] = {"devices": device, "trust_remote_code": trust_remote_code}
     if batch_size:
         fe_kwargs["batch_size"] = batch_size
     if max_length:

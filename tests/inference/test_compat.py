@@ -36,12 +36,19 @@ def test_flagmodel_reference_arguments(tiny_bert):
     assert m.encode("one text").shape == (32,)
 
 
-def test_flagmodel_does_not_add_registry_instruction(bge_named_copy):
-    m = FlagModel(str(bge_named_copy), devices="cpu")
+def test_flagmodel_does_not_add_registry_instruction(tiny_bert, tmp_path):
+    # a Hugging Face cache snapshot of the BGE repo: identified as that registry row
+    cached = tmp_path / "models--BAAI--bge-small-en-v1.5" / "snapshots" / "abc"
+    shutil.copytree(tiny_bert, cached)
+    m = FlagModel(str(cached), devices="cpu")
     np.testing.assert_allclose(m.encode_queries(["blue water"]), m.encode(["blue water"]), atol=1e-6)
     # flagembed's own Embedder applies the registered BGE instruction
-    e = Embedder(bge_named_copy)
+    e = Embedder(cached)
     assert e.settings.query_instruction.startswith("Represent this sentence")
+
+
+def test_embedder_ignores_a_local_folder_name(bge_named_copy):
+    assert Embedder(bge_named_copy).settings.query_instruction is None
 
 
 def test_auto_model_uses_registry(bge_named_copy):

@@ -75,14 +75,105 @@ def test_new_style_pooling_mode(tmp_path):
     assert read_folder_config(tmp_path).pooling == "last_token"
 
 
-def test_open_checkpoint_resolves_folder_spec_and_remote_code(tiny_bert, tmp_path):
+def test_open_checkpoint_never_turns_remote_code_on_by_itself(tiny_bert, tmp_path):
     import shutil
 
     from flagembed.models import open_checkpoint
 
     ckpt = open_checkpoint(str(tiny_bert))
     assert ckpt.path == tiny_bert.resolve() and ckpt.spec is None and ckpt.trust_remote_code is False
-    named = tmp_path / "gte-base-en-v1.5"  # a registry row that needs remote code
+    named = tmp_path / "gte-base-en-v1.5"  # named like a registry row that needs remote code
     shutil.copytree(tiny_bert, named)
-    assert open_checkpoint(str(named)).trust_remote_code is True
-    assert open_checkpoint(str(named), trust_remote_code=False).trust_remote_code is False
+    ckpt = open_checkpoint(str(named))
+    assert ckpt.trust_remote_code is False and ckpt.spec is None  # a local folder's name grants nothing
+    assert open_checkpoint(str(named), trust_remote_code=True).trust_remote_code is True
+
+
+def _no_network(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("the hub was contacted")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", boom)
+    monkeypatch.setattr("huggingface_hub.list_repo_files", boom)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Alibaba-NLP/gte-base-en-v1.5", "alibaba-nlp/GTE-multilingual-base", "BAAI/bge-reranker-v2-minicpm-layerwise"],
+)
+def test_registered_model_needing_code_fails_without_consent_before_downloading(monkeypatch, name):
+    from flagembed.models import open_checkpoint
+
+    _no_network(monkeypatch)
+    with pytest.raises(ValueError, match="needs to run its own Python code.*--trust-remote-code"):
+        open_checkpoint(name)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        open_checkpoint(name, trust_remote_code=False)
+
+
+def test_hub_python_files_only_with_consent(monkeypatch, tmp_path):
+    from flagembed.models import open_checkpoint
+
+    seen = []
+    monkeypatch.setattr("huggingface_hub.snapshot_download", lambda repo, **kw: seen.append(kw) or str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    resolve_model_path("org/model", HubOptions(local_files_only=True))
+    assert not any(p.endswith(".py") for p in seen[-1]["allow_patterns"])
+    resolve_model_path("org/model", HubOptions(local_files_only=True, trust_remote_code=True))
+    assert "*.py" in seen[-1]["allow_patterns"]
+    open_checkpoint("org/model", local_files_only=True)  # an unknown repo without consent: no code fetched
+    assert "*.py" not in seen[-1]["allow_patterns"]
+    assert open_checkpoint("Alibaba-NLP/gte-base-en-v1.5", local_files_only=True, trust_remote_code=True).spec
+    assert "*.py" in seen[-1]["allow_patterns"]
+
+
+def test_interrupted_finetune_folder_names_latest_checkpoint(tiny_bert, tmp_path):
+    import shutil
+
+    from flagembed.models import open_checkpoint
+
+    run = tmp_path / "run"
+    for step in (9, 10):
+        shutil.copytree(tiny_bert, run / f"checkpoint-{step}")
+    (run / "trainer_state.json").write_text("{}")
+    (run / "checkpoint-notes").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no model in folder .*run.*the latest checkpoint is checkpoint-10"):
+        open_checkpoint(str(run))
+    with pytest.raises(FileNotFoundError, match="checkpoint-10"):
+        resolve_model_path(run)
+    assert open_checkpoint(str(run / "checkpoint-10")).path == (run / "checkpoint-10").resolve()
+
+
+def test_plain_folder_is_not_a_model(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(FileNotFoundError, match=r"is not a model folder \(no config.json\)"):
+        resolve_model_path(tmp_path)
+
+
+def test_tokenizer_only_folder(tiny_bert, tmp_path):
+    import shutil
+
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    for f in tiny_bert.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "special")):
+            shutil.copy(f, tok / f.name)
+    assert resolve_model_path(tok, kind="tokenizer") == tok.resolve()
+    with pytest.raises(FileNotFoundError, match="not a model folder"):
+        resolve_model_path(tok)
+
+
+def test_folder_whose_type_only_its_code_defines(tiny_bert, tmp_path):
+    import shutil
+
+    from flagembed.models import open_checkpoint
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_bert, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "auto_map": {"AutoModel": "m.M"}}))
+    assert open_checkpoint(str(folder)).trust_remote_code is False  # bert is built in: the code is ignored
+    (folder / "config.json").write_text(json.dumps({**cfg, "model_type": "new", "auto_map": {"AutoModel": "m.M"}}))
+    with pytest.raises(ValueError, match="model type 'new'.*own Python code.*--trust-remote-code"):
+        open_checkpoint(str(folder))
+    assert open_checkpoint(str(folder), trust_remote_code=True).trust_remote_code is True

@@ -12,7 +12,7 @@ import torch
 from flagembed.engine.devices import resolve_devices
 from flagembed.inference.embedder import Embedder
 from flagembed.inference.m3 import M3Embedder
-from flagembed.models.registry import lookup
+from flagembed.models.registry import lookup_folder_name
 
 
 def _dtype(use_fp16: bool, use_bf16: bool, devices: Any = None) -> str:
@@ -297,8 +297,13 @@ class FlagAutoModel:
         truncate_dim: int | None = None,
         **kwargs: Any,
     ) -> Embedder:
-        """Build the right embedder; unknown names need ``model_class`` (as in the reference)."""
-        spec = lookup(model_name_or_path)
+        """Build the right embedder; unknown names need ``model_class`` (as in the reference).
+
+        Like the reference, a folder named after a registered model (or its ``checkpoint-*``) picks that
+        model's class and pooling. Unlike it, the registry never switches on ``trust_remote_code``: models
+        that ship their own code (e.g. ``Alibaba-NLP/gte-base-en-v1.5``) need ``trust_remote_code=True``.
+        """
+        spec = lookup_folder_name(model_name_or_path)
         if model_class is None:
             if spec is None or spec.kind not in _KIND_TO_CLASS:
                 known = "registered" if spec else "unknown"

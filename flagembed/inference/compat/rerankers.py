@@ -11,8 +11,7 @@ from flagembed.inference.layerwise import LayerwiseReranker
 from flagembed.inference.lightweight import LightweightReranker
 from flagembed.inference.llm_reranker import LLMReranker
 from flagembed.inference.reranker import Reranker
-from flagembed.models.loading import remote_code_allowed
-from flagembed.models.registry import lookup
+from flagembed.models.registry import lookup_folder_name
 
 _RERANK_PASSTHROUGH = ("revision", "token", "local_files_only", "max_tokens_per_batch", "show_progress")
 
@@ -236,10 +235,13 @@ class FlagAutoReranker:
     ) -> Any:
         """Build the right reranker; unknown names need ``model_class`` (as in the reference).
 
+        A folder named after a registered reranker picks its class, as in the reference; remote code runs
+        only with ``trust_remote_code=True`` (the reference takes it from its model table).
+
         Raises:
             ValueError: unknown model without ``model_class``, or an unknown ``model_class``.
         """
-        spec = lookup(model_name_or_path)
+        spec = lookup_folder_name(model_name_or_path)
         if model_class is None:
             if spec is None or spec.kind not in _RERANKER_KIND_TO_CLASS:
                 raise ValueError(
@@ -249,5 +251,5 @@ class FlagAutoReranker:
             model_class = _RERANKER_KIND_TO_CLASS[spec.kind]
         if model_class not in _RERANKER_CLASSES:
             raise ValueError(f"unknown model_class {model_class!r}; valid: {sorted(_RERANKER_CLASSES)}")
-        remote = remote_code_allowed(spec, trust_remote_code)
+        remote = bool(trust_remote_code)
         return _RERANKER_CLASSES[model_class](model_name_or_path, use_fp16=use_fp16, trust_remote_code=remote, **kwargs)
