@@ -55,6 +55,8 @@ def search(
     """Search an index directory with one query and print the ranked hits with their documents."""
     from flagembed.index import HybridSearcher
 
+    if top_k < 1 or not query.strip():  # refused before any model is loaded
+        fail(f"top_k must be a positive integer, got {top_k}" if top_k < 1 else "queries[0] is empty")
     try:
         searcher = HybridSearcher.load(directory, device=device, trust_remote_code=trust_remote_code)
         res = searcher.search(query, top_k=top_k, modes=modes, weights=weights, fusion=fusion)  # type: ignore[arg-type]
