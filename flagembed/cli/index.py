@@ -34,7 +34,7 @@ def build(
             model, corpus, out, modes=modes, dense_kind=dense_kind, show_progress=progress,
             batch_size=batch_size, device=device, dtype=dtype,
         )  # fmt: skip
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     typer.echo(f"indexed {len(searcher)} documents ({', '.join(searcher.modes)}) into {out}")
 
