@@ -98,7 +98,11 @@ def test_errors_are_one_line(built, tmp_path) -> None:
     manifest = json.loads((bad / "manifest.json").read_text())
     manifest["params"] = {}  # used to end in a KeyError traceback
     (bad / "manifest.json").write_text(json.dumps(manifest))
-    for args in (["search", str(bad), "gene"], ["search", str(out), "gene", "-k", "0"], ["search", str(out), " "]):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("not an index")
+    build_over = ["index", "build", "-m", str(model), "--corpus", str(corpus), "-o", str(tmp_path / "notes")]
+    for args in (["search", str(bad), "gene"], ["search", str(out), "gene", "-k", "0"], ["search", str(out), " "],
+                 build_over):  # fmt: skip
         res = runner.invoke(app, [*args, "--device", "cpu"])
         assert res.exit_code == 2 and not isinstance(res.exception, (KeyError, RuntimeError)), res.output
         assert _one_error(res.stderr), res.stderr

@@ -100,3 +100,34 @@ def test_remote_code_build_needs_consent_to_load(tiny_bert, tmp_path, monkeypatc
     assert _Spy.calls == []
     HybridSearcher.load(tmp_path / "idx", device="cpu", trust_remote_code=True)
     assert [c["trust_remote_code"] for c in _Spy.calls] == [True]
+
+
+def _fake_hub_cache(model: Path, cache: Path, repo: str = "org/tiny") -> Path:
+    """A Hugging Face cache holding ``repo`` at revision main (blobs + snapshot symlinks), as a download leaves it."""
+    import shutil
+
+    root = cache / f"models--{repo.replace('/', '--')}"
+    snap = root / "snapshots" / ("0" * 40)
+    (root / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for f in model.iterdir():
+        blob = root / "blobs" / f.name
+        shutil.copy2(f, blob)
+        (snap / f.name).symlink_to(blob)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text("0" * 40)
+    return snap
+
+
+def test_hub_id_reloads_by_name_when_the_folder_moved(tiny_bert, tmp_path) -> None:
+    cache = tmp_path / "hub"
+    snap = _fake_hub_cache(tiny_bert, cache)
+    built = HybridSearcher.build(Embedder("org/tiny", cache_dir=str(cache), device="cpu"), CORPUS)
+    built.save(tmp_path / "idx")
+    source = _manifest(tmp_path / "idx")["params"]["model_source"]
+    assert source["name"] == "org/tiny" and Path(source["path"]) == snap
+    manifest = _manifest(tmp_path / "idx")  # as if the index came from another machine: its folder is gone
+    manifest["params"]["model_source"]["path"] = str(tmp_path / "gone")
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(manifest))
+    loaded = HybridSearcher.load(tmp_path / "idx", cache_dir=str(cache), device="cpu")
+    assert loaded.search(QUERIES, 3) == built.search(QUERIES, 3)
