@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -34,7 +35,7 @@ def build(
             model, corpus, out, modes=modes, dense_kind=dense_kind, show_progress=progress,
             batch_size=batch_size, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
         )  # fmt: skip
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     typer.echo(f"indexed {len(searcher)} documents ({', '.join(searcher.modes)}) into {out}")
 
@@ -47,18 +48,41 @@ def search(
     weights: Optional[str] = typer.Option(None, help="Comma-separated weights, one per mode."),
     fusion: str = typer.Option("weighted", help="weighted or rrf."),
     device: Device = None,
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Allow the index's model to run its own code (only if it was built so)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (with full documents) instead of a table."),
 ) -> None:
-    """Search an index directory with one query and print the ranked hits."""
+    """Search an index directory with one query and print the ranked hits with their documents."""
     from flagembed.index import HybridSearcher
 
+    if top_k < 1 or not query.strip():  # refused before any model is loaded
+        fail(f"top_k must be a positive integer, got {top_k}" if top_k < 1 else "queries[0] is empty")
     try:
-        searcher = HybridSearcher.load(directory, device=device)
+        searcher = HybridSearcher.load(directory, device=device, trust_remote_code=trust_remote_code)
         res = searcher.search(query, top_k=top_k, modes=modes, weights=weights, fusion=fusion)  # type: ignore[arg-type]
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
-    hits = list(zip(res.ids[0], res.scores[0]))
+    empty = {"title": "", "text": "", "metadata": {}}
+    docs = res.docs[0] if res.docs is not None else [empty] * len(res.ids[0])
+    found = zip(res.ids[0], res.scores[0], docs)
+    hits = [{"rank": r, "id": i, "score": s, **d} for r, (i, s, d) in enumerate(found, 1)]
     if as_json:
-        typer.echo(json.dumps([{"rank": r, "id": i, "score": s} for r, (i, s) in enumerate(hits, 1)]))
-        return
-    emit_table(["rank", "id", "score"], [[str(r), i, f"{s:.4f}"] for r, (i, s) in enumerate(hits, 1)])
+        typer.echo(json.dumps(hits, ensure_ascii=False))
+    else:
+        _print_hits(hits)
+
+
+def _print_hits(hits: list[dict[str, Any]]) -> None:
+    """rank, id, score, title and the text cut to what is left of the terminal's width."""
+    head = ["rank", "id", "score", "title"]
+    rows = [[str(h["rank"]), h["id"], f"{h['score']:.4f}", _cut(h["title"], 30)] for h in hits]
+    used = sum(max([len(c)] + [len(r[i]) for r in rows]) + 2 for i, c in enumerate(head))
+    room = max(20, shutil.get_terminal_size().columns - used)
+    emit_table(head + ["text"], [r + [_cut(h["text"], room)] for r, h in zip(rows, hits)])
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

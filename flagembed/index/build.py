@@ -30,20 +30,23 @@ def load_embedder(model: str | os.PathLike[str], modes: str | Sequence[str] | No
     return M3Embedder(model, **kwargs) if is_m3 else Embedder(model, **kwargs)
 
 
-def read_corpus(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, str]]]:
-    """Ids and ``{"title","text"}`` documents from a BEIR-style JSONL (``_id`` or ``id``, ``title``, ``text``).
+def read_corpus(path: str | os.PathLike[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Ids and documents from a BEIR-style JSONL (``_id`` or ``id``, ``title``, ``text``, other fields kept).
+
+    Each document is ``{"title", "text", ...}`` with the record's other fields (stored as metadata).
 
     Raises:
         ValueError: a record without an id or text (names the line), or a repeated id.
     """
     ids: list[str] = []
-    docs: list[dict[str, str]] = []
+    docs: list[dict[str, Any]] = []
     for i, rec in enumerate(read_jsonl(path)):
         doc_id = rec.get("_id", rec.get("id"))
         if doc_id is None or not isinstance(rec.get("text"), str):
             raise ValueError(f"{path}: record {i} needs an '_id' (or 'id') and a string 'text'")
         ids.append(str(doc_id))
-        docs.append({"title": str(rec.get("title") or ""), "text": rec["text"]})
+        extra = {k: v for k, v in rec.items() if k not in ("_id", "id", "title", "text")}
+        docs.append({**extra, "title": str(rec.get("title") or ""), "text": rec["text"]})
     return ids, docs
 
 

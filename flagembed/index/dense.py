@@ -10,9 +10,17 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from flagembed.index.ids import IdTable
+from flagembed.index.ids import IdTable, load_ids
 from flagembed.index.results import SearchResults, check_top_k, gather_results
-from flagembed.index.storage import IndexFormatError, read_json, read_manifest, write_index_dir, write_json
+from flagembed.index.storage import (
+    MANIFEST,
+    IndexFormatError,
+    param,
+    read_manifest,
+    reading,
+    write_index_dir,
+    write_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -223,18 +231,53 @@ class DenseIndex:
             model_info: the model configuration that will embed queries; refused if it differs.
 
         Raises:
-            IndexFormatError: missing, corrupted or inconsistent files.
+            IndexFormatError: missing, corrupted or inconsistent files (names the file).
             IndexMismatchError: ``model_info`` differs from the one recorded at build time.
         """
         path = Path(directory)
-        manifest = read_manifest(path, "dense", model_info)
-        params = manifest["params"]
-        obj = cls(int(params["dim"]), kind=params["kind"], **params["options"])
+        manifest = read_manifest(path, "dense", model_info, required=REQUIRED_FILES)
+        options = param(manifest, "options", dict, path)
+        try:
+            obj = cls(param(manifest, "dim", int, path), kind=param(manifest, "kind", str, path), **options)
+        except (TypeError, ValueError) as exc:
+            raise IndexFormatError(f"{path}/{MANIFEST} has invalid params: {exc}") from exc
         obj.model_info = manifest.get("model")
-        obj._index = _faiss().read_index(str(path / "index.faiss"))
-        obj._ids = IdTable.from_state(read_json(path / "ids.json"))
-        expected = obj._ids.num_slots if obj.kind != "ivfpq" else len(obj._ids)
-        if obj._index.ntotal != expected or obj._index.d != obj.dim:
-            held = obj._index.ntotal
-            raise IndexFormatError(f"{path} is inconsistent: faiss holds {held} vectors for {expected} ids")
+        obj._ids = load_ids(path / "ids.json")
+        faiss_file = path / "index.faiss"
+        with reading(faiss_file, RuntimeError):  # faiss reports unreadable files as RuntimeError
+            obj._index = _faiss().read_index(str(faiss_file))
+        _check_faiss(obj, faiss_file)
         return obj
+
+
+REQUIRED_FILES = ("index.faiss", "ids.json")
+_FAISS_TYPES = {"flat": ("IndexFlatIP", "IndexFlat"), "hnsw": ("IndexHNSWFlat",), "ivfpq": ("IndexIVFPQ",)}
+_CHECK_ROWS = 1 << 16
+
+
+def _check_faiss(obj: DenseIndex, where: Path) -> None:
+    """A loaded faiss index must be the recorded kind, inner-product, of the recorded dim, one vector
+    per id, and hold only finite numbers.
+
+    Raises:
+        IndexFormatError: names the file and what disagrees.
+    """
+    faiss, index = _faiss(), obj._index
+    name = type(index).__name__
+    if name not in _FAISS_TYPES[obj.kind] or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise IndexFormatError(f"{where} holds a {name} (metric {index.metric_type}), not a {obj.kind!r} IP index")
+    expected = obj._ids.num_slots if obj.kind != "ivfpq" else len(obj._ids)
+    if index.ntotal != expected or index.d != obj.dim:
+        raise IndexFormatError(
+            f"{where} is inconsistent: faiss holds {index.ntotal} vectors of dim {index.d} "
+            f"for {expected} ids of dim {obj.dim}"
+        )
+    if obj.kind == "ivfpq":  # codes are bytes; the floats are the coarse and product-quantizer centroids
+        coarse = faiss.downcast_index(index.quantizer)
+        parts = [coarse.reconstruct_n(0, coarse.ntotal), faiss.vector_to_array(index.pq.centroids)]
+    else:
+        n = index.ntotal
+        parts = (index.reconstruct_n(s, min(_CHECK_ROWS, n - s)) for s in range(0, n, _CHECK_ROWS))
+    for block in parts:
+        if not np.isfinite(block).all():
+            raise IndexFormatError(f"{where} is corrupted: it holds NaN or infinite values")

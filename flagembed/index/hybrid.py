@@ -6,96 +6,22 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 
 from flagembed.index.dense import DenseIndex
+from flagembed.index.docs import DOCS_FILE, DocStore
+from flagembed.index.identity import model_info, model_source, open_recorded_model
 from flagembed.index.multivector import MultiVectorIndex
+from flagembed.index.options import DEFAULT_WEIGHTS, MODES, Fusion, check_fusion, check_modes, check_weights
 from flagembed.index.results import SearchResults, check_top_k, gather_results, top_k_rows
 from flagembed.index.sparse import SparseIndex
-from flagembed.index.storage import check_model, read_manifest, write_index_dir
+from flagembed.index.storage import MANIFEST, IndexFormatError, check_model, param, read_manifest, write_index_dir
 from flagembed.inference import Embedder, M3Embedder, M3Output
 from flagembed.inference.inputs import as_corpus_list, as_text_list
 
 logger = logging.getLogger(__name__)
-
-Mode = Literal["dense", "sparse", "colbert"]
-MODES: tuple[str, ...] = get_args(Mode)
-Fusion = Literal["weighted", "rrf"]
-DEFAULT_WEIGHTS = {"dense": 0.4, "sparse": 0.2, "colbert": 0.4}  # BGE-M3 README's suggestion
-
-
-def check_modes(modes: str | Sequence[str] | None, available: Sequence[str] = MODES) -> list[str]:
-    """Validate mode names (a list or a comma-separated string).
-
-    Raises:
-        ValueError: an unknown mode, a mode this searcher lacks, a repeat, or none at all.
-    """
-    if modes is None:
-        return list(available)
-    items = [m.strip() for m in modes.split(",")] if isinstance(modes, str) else list(modes)
-    if not items or any(not m for m in items):
-        raise ValueError(f"modes must name at least one of {', '.join(MODES)}, got {modes!r}")
-    for i, m in enumerate(items):
-        if m not in MODES:
-            raise ValueError(f"modes[{i}] = {m!r} is not a mode; valid: {', '.join(MODES)}")
-        if m not in available:
-            raise ValueError(f"modes[{i}] = {m!r}: this index was built with modes {', '.join(available)} only")
-    if len(set(items)) != len(items):
-        raise ValueError(f"modes repeat a name: {items!r}")
-    return items
-
-
-def check_weights(
-    weights: Mapping[str, float] | Sequence[float] | str | None, modes: Sequence[str]
-) -> dict[str, float]:
-    """Per-mode weights: a mapping, a list aligned with ``modes`` (or a comma-separated string).
-
-    Raises:
-        ValueError: wrong length, unknown keys, negative or non-finite values, or a zero sum.
-    """
-    if weights is None:
-        out = {m: DEFAULT_WEIGHTS[m] for m in modes}
-    elif isinstance(weights, Mapping):
-        extra = set(weights) - set(modes)
-        if extra:
-            raise ValueError(f"weights name modes not searched: {sorted(extra)}; searching {', '.join(modes)}")
-        out = {m: float(weights.get(m, 0.0)) for m in modes}
-    else:
-        values = [v.strip() for v in weights.split(",")] if isinstance(weights, str) else list(weights)
-        if len(values) != len(modes):
-            raise ValueError(f"got {len(values)} weights for {len(modes)} modes ({', '.join(modes)})")
-        try:
-            out = {m: float(v) for m, v in zip(modes, values)}
-        except (TypeError, ValueError):
-            raise ValueError(f"weights must be numbers, got {values!r}") from None
-    bad = [m for m, w in out.items() if not np.isfinite(w) or w < 0]
-    if bad or sum(out.values()) <= 0:
-        raise ValueError(f"weights must be finite, >= 0 and sum to > 0, got {out}")
-    return out
-
-
-def model_info(embedder: Embedder) -> dict[str, Any]:
-    """The settings that decide an embedder's vectors: recorded in index manifests and hashed."""
-    s = embedder.settings
-    info: dict[str, Any] = {
-        "name": s.name,
-        "revision": s.revision,
-        "class": "m3" if isinstance(embedder, M3Embedder) else "dense",
-        "pooling": s.pooling,
-        "normalize": s.normalize,
-        "truncate_dim": s.truncate_dim,
-        "query_instruction": s.query_instruction,
-        "query_instruction_format": s.query_instruction_format,
-        "passage_instruction": s.passage_instruction,
-        "passage_instruction_format": s.passage_instruction_format,
-        "dim": embedder.dim,
-    }
-    if isinstance(embedder, M3Embedder):
-        info.update(colbert_dim=embedder.colbert_dim, vocab_size=embedder.vocab_size)
-    return info
-
 
 class HybridSearcher:
     """Search a corpus with any of dense, sparse and ColBERT retrieval, alone or fused.
@@ -123,15 +49,17 @@ class HybridSearcher:
         fusion: Fusion = "weighted",
         rrf_k: int = 60,
         candidates: int = 100,
+        docs: DocStore | None = None,
     ) -> None:
         self.embedder = embedder
+        self.docs = docs  # titles, texts and metadata returned with hits (None: not stored)
         self.indexes: dict[str, Any] = {
             m: ix for m, ix in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if ix is not None
         }
         if not self.indexes:
             raise ValueError("a HybridSearcher needs at least one of dense, sparse, colbert")
         self.weights = dict(weights) if weights is not None else dict(DEFAULT_WEIGHTS)
-        self.fusion = _check_fusion(fusion)
+        self.fusion = check_fusion(fusion)
         self.rrf_k = rrf_k
         self.candidates = candidates
 
@@ -153,9 +81,13 @@ class HybridSearcher:
         modes: str | Sequence[str] | None = None,
         dense_kind: str = "flat",
         show_progress: bool | None = None,
+        store_docs: bool = True,
         **kwargs: Any,
     ) -> HybridSearcher:
         """Encode ``corpus`` (strings or title/text dicts) once and index it in every mode.
+
+        With ``store_docs`` (default) each document's title, text and other fields (as metadata) are
+        kept, saved, and returned with the hits in ``SearchResults.docs``.
 
         Raises:
             ValueError: sparse/ColBERT modes with a non-M3 embedder, bad modes or ids.
@@ -168,6 +100,7 @@ class HybridSearcher:
             dense=DenseIndex(embedder.dim, kind=dense_kind) if "dense" in chosen else None,  # type: ignore[arg-type]
             sparse=SparseIndex(getattr(embedder, "vocab_size", None)) if "sparse" in chosen else None,
             colbert=MultiVectorIndex(embedder.colbert_dim) if "colbert" in chosen else None,  # type: ignore[attr-defined]
+            docs=DocStore() if store_docs else None,
             **kwargs,
         )
         for ix in searcher.indexes.values():
@@ -176,14 +109,16 @@ class HybridSearcher:
         return searcher
 
     def add(self, ids: Sequence[str], corpus: Any, show_progress: bool | None = None) -> None:
-        """Encode documents with the embedder and add them to every index."""
+        """Encode documents with the embedder and add them to every index (and to the stored documents)."""
         texts, single = as_corpus_list(corpus)
         if single:
             raise TypeError("add() takes a list of documents, got a single one")
-        enc = self._encode(texts, self.modes, query=False, show_progress=show_progress)
         first = next(iter(self.indexes.values()))
-        first._ids.check_new(ids, len(texts))  # validate once before touching any index
-        self._add_encoded(list(ids), enc)
+        new = first._ids.check_new(ids, len(texts))  # validate once before touching any index
+        enc = self._encode(texts, self.modes, query=False, show_progress=show_progress)
+        self._add_encoded(new, enc)
+        if self.docs is not None:
+            self.docs.add(new, corpus)
 
     def _add_encoded(self, ids: list[str], enc: M3Output) -> None:
         for mode, ix in self.indexes.items():
@@ -196,7 +131,12 @@ class HybridSearcher:
 
     def remove(self, ids: Sequence[str]) -> int:
         """Remove documents from every index; returns how many were removed."""
+        if isinstance(ids, str):
+            raise TypeError("remove() takes a list of ids, got a single string")
+        ids = list(ids)
         counts = [ix.remove(ids) for ix in self.indexes.values()]
+        if self.docs is not None:
+            self.docs.remove(ids)
         return counts[0]
 
     # ------------------------------------------------------------------ searching
@@ -260,11 +200,28 @@ class HybridSearcher:
         fusion: Fusion | None = None,
         candidates: int | None = None,
     ) -> SearchResults:
-        """Search with already-encoded queries (an :class:`M3Output` holding the needed outputs)."""
+        """Search with already-encoded queries (an :class:`M3Output` holding the needed outputs).
+
+        The hits' stored documents come in ``docs`` when this searcher stores them.
+        """
+        res = self._search_encoded(queries, top_k, modes, weights, fusion, candidates)
+        if self.docs is not None:
+            res.docs = [[self.docs.get(d) for d in row] for row in res.ids]
+        return res
+
+    def _search_encoded(
+        self,
+        queries: M3Output,
+        top_k: int,
+        modes: str | Sequence[str] | None,
+        weights: Mapping[str, float] | Sequence[float] | str | None,
+        fusion: Fusion | None,
+        candidates: int | None,
+    ) -> SearchResults:
         chosen = check_modes(modes, self.modes)
         top_k = check_top_k(top_k)
         w = self._weights(weights, chosen)
-        fusion = _check_fusion(fusion or self.fusion)
+        fusion = check_fusion(fusion or self.fusion)
         n = len(queries)
         if len(self) == 0 or n == 0:
             return SearchResults.empty(n)
@@ -316,7 +273,7 @@ class HybridSearcher:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike[str]) -> None:
-        """Write every index plus a manifest (model settings and their hash) atomically."""
+        """Write every index, the stored documents and a manifest (model identity and source) atomically."""
         info = model_info(self.embedder) if self.embedder is not None else None
         params = {
             "modes": self.modes,
@@ -324,7 +281,8 @@ class HybridSearcher:
             "fusion": self.fusion,
             "rrf_k": self.rrf_k,
             "candidates": self.candidates,
-            "model_path": self.embedder.settings.path if self.embedder is not None else None,
+            "model_source": model_source(self.embedder) if self.embedder is not None else None,
+            "docs": self.docs is not None,
             "count": len(self),
         }
 
@@ -332,57 +290,91 @@ class HybridSearcher:
             for mode, ix in self.indexes.items():
                 ix.model_info = info
                 ix.save(tmp / mode)
+            if self.docs is not None:
+                self.docs.write(tmp / DOCS_FILE)
 
         write_index_dir(directory, "hybrid", params, write, info)
 
     @classmethod
     def load(
-        cls, directory: str | os.PathLike[str], embedder: Embedder | None = None, **embedder_kwargs: Any
+        cls,
+        directory: str | os.PathLike[str],
+        embedder: Embedder | None = None,
+        *,
+        trust_remote_code: bool = False,
+        **embedder_kwargs: Any,
     ) -> HybridSearcher:
         """Open a saved searcher; without ``embedder`` the recorded model is loaded with its settings.
 
+        Every file is verified before any model is built. The recorded model is found by its absolute
+        folder or its name and must have the same weights fingerprint; remote code stays off unless the
+        index was built with it and ``trust_remote_code=True`` is passed.
+
         Raises:
-            IndexFormatError: missing or corrupted files.
-            IndexMismatchError: ``embedder`` differs from the model the index was built with.
+            IndexFormatError: missing, corrupted or inconsistent files.
+            IndexMismatchError: ``embedder`` (or the recorded model as found now) differs from the model
+                the index was built with.
+            ValueError: the index needs remote code and ``trust_remote_code`` is not True.
         """
         path = Path(directory)
-        manifest = read_manifest(path, "hybrid")
-        params, info = manifest["params"], manifest.get("model")
+        manifest = read_manifest(path, "hybrid", required=_required_files)
+        info = manifest.get("model")
+        p = _check_params(manifest, path)
+        loaders = {"dense": DenseIndex.load, "sparse": SparseIndex.load, "colbert": MultiVectorIndex.load}
+        subs = {m: loaders[m](path / m, model_info=info) for m in p["modes"]}
+        ids = {m: set(ix.ids) for m, ix in subs.items()}
+        if len({frozenset(v) for v in ids.values()}) > 1:
+            raise IndexFormatError(f"{path} is inconsistent: the {', '.join(subs)} indexes hold different ids")
+        docs = DocStore.load(path / DOCS_FILE, next(iter(ids.values()))) if p["docs"] else None
         if embedder is None and info is not None:
-            embedder = _embedder_from_info(info, params.get("model_path"), **embedder_kwargs)
+            embedder = open_recorded_model(
+                info, p["model_source"], path, trust_remote_code=trust_remote_code, **embedder_kwargs
+            )
         if embedder is not None and info is not None:
             check_model(manifest, model_info(embedder), path)
-        loaders = {"dense": DenseIndex.load, "sparse": SparseIndex.load, "colbert": MultiVectorIndex.load}
-        subs = {m: loaders[m](path / m, model_info=info) for m in params["modes"]}
         return cls(
             embedder,
             **subs,
-            weights=params.get("weights"),
-            fusion=params.get("fusion", "weighted"),
-            rrf_k=int(params.get("rrf_k", 60)),
-            candidates=int(params.get("candidates", 100)),
+            weights=p["weights"],
+            fusion=p["fusion"],
+            rrf_k=p["rrf_k"],
+            candidates=p["candidates"],
+            docs=docs,
         )
 
 
-def _embedder_from_info(info: Mapping[str, Any], path: str | None, **kwargs: Any) -> Embedder:
-    """Rebuild the embedder an index was built with from its manifest."""
-    source = path if path and Path(path).is_dir() else info["name"]
-    args = {
-        "pooling": info.get("pooling"),
-        "normalize": info.get("normalize"),
-        "truncate_dim": info.get("truncate_dim"),
-        "query_instruction": info.get("query_instruction"),
-        "query_instruction_format": info.get("query_instruction_format"),
-        "passage_instruction": info.get("passage_instruction"),
-        "passage_instruction_format": info.get("passage_instruction_format"),
-        "revision": info.get("revision"),
-        **kwargs,
+def _required_files(params: Mapping[str, Any]) -> list[str]:
+    """What a hybrid index directory must hold: one sub-index manifest per mode, and the documents."""
+    if not isinstance(params.get("modes"), list):
+        raise ValueError(f"params.modes = {params.get('modes')!r:.80} must be a list of modes")
+    files = [f"{m}/{MANIFEST}" for m in check_modes(params["modes"])]
+    return files + ([DOCS_FILE] if params.get("docs") is True else [])
+
+
+def _check_params(manifest: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """A hybrid manifest's params, validated (modes, weights, fusion, rrf_k, candidates, source, docs).
+
+    Raises:
+        IndexFormatError: a missing or invalid parameter (names it).
+    """
+    raw = manifest["params"]
+    weights = param(manifest, "weights", dict, path)
+    numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights.values())
+    if set(weights) - set(MODES) or not numbers or not np.isfinite(list(weights.values())).all():
+        raise IndexFormatError(f"{path}/{MANIFEST}: params.weights = {weights!r:.80} must map modes to numbers >= 0")
+    try:
+        fusion = check_fusion(raw.get("fusion"))
+    except ValueError as exc:
+        raise IndexFormatError(f"{path}/{MANIFEST} has invalid params: {exc}") from exc
+    source = raw.get("model_source")
+    if source is not None and not isinstance(source, dict):
+        raise IndexFormatError(f"{path}/{MANIFEST}: params.model_source must be an object")
+    return {
+        "modes": check_modes(raw["modes"]),
+        "weights": weights,
+        "fusion": fusion,
+        "rrf_k": param(manifest, "rrf_k", int, path),
+        "candidates": param(manifest, "candidates", int, path),
+        "model_source": source,
+        "docs": param(manifest, "docs", bool, path),
     }
-    embedder_cls = M3Embedder if info.get("class") == "m3" else Embedder
-    return embedder_cls(source, **args)
-
-
-def _check_fusion(fusion: str) -> Fusion:
-    if fusion not in get_args(Fusion):
-        raise ValueError(f"unknown fusion {fusion!r}; valid: {', '.join(get_args(Fusion))}")
-    return fusion  # type: ignore[return-value]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from flagembed.index.storage import IndexFormatError, read_json
 
 
 class IdTable:
@@ -94,6 +97,37 @@ class IdTable:
         return {"labels": self.labels, "alive": self.alive.astype(int).tolist()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> IdTable:
-        """Inverse of :meth:`state`."""
-        return cls(state["labels"], [bool(x) for x in state["alive"]])
+    def from_state(cls, state: Any) -> IdTable:
+        """Inverse of :meth:`state`.
+
+        Raises:
+            ValueError: not ``{"labels": [str...], "alive": [0|1...]}`` of equal lengths, or a live id repeats.
+        """
+        labels = state.get("labels") if isinstance(state, dict) else None
+        alive = state.get("alive") if isinstance(state, dict) else None
+        if not isinstance(labels, list) or not isinstance(alive, list) or len(labels) != len(alive):
+            raise ValueError("expected equally long 'labels' and 'alive' lists")
+        seen: set[str] = set()
+        for i, (label, ok) in enumerate(zip(labels, alive)):
+            if not isinstance(label, str):
+                raise ValueError(f"labels[{i}] = {label!r:.80} is not a string id")
+            if ok not in (0, 1) or isinstance(ok, float):
+                raise ValueError(f"alive[{i}] = {ok!r:.80} is not 0 or 1")
+            if ok and label in seen:
+                raise ValueError(f"id {label!r:.80} appears twice (ids must be unique)")
+            if ok:
+                seen.add(label)
+        return cls(labels, [bool(x) for x in alive])
+
+
+def load_ids(path: Path) -> IdTable:
+    """An :class:`IdTable` from an index's ``ids.json``.
+
+    Raises:
+        IndexFormatError: the file is missing, not JSON, or not a valid id table (names the file).
+    """
+    state = read_json(path)
+    try:
+        return IdTable.from_state(state)
+    except ValueError as exc:
+        raise IndexFormatError(f"{path.parent} is corrupted: {path.name}: {exc}") from exc

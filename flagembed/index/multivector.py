@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from flagembed.index.ids import IdTable
+from flagembed.index.ids import IdTable, load_ids
 from flagembed.index.results import SearchResults, check_top_k, gather_results, top_k_rows
-from flagembed.index.storage import IndexFormatError, read_json, read_manifest, write_index_dir, write_json
+from flagembed.index.storage import IndexFormatError, param, read_manifest, reading, write_index_dir, write_json
 from flagembed.models import maxsim, pad_vectors
 
 _BLOCK_TOKENS = 1 << 15  # padded document tokens per scoring block
@@ -180,15 +180,32 @@ class MultiVectorIndex:
         model_info: Mapping[str, Any] | None = None,
         device: str | torch.device | None = None,
     ) -> MultiVectorIndex:
-        """Read an index written by :meth:`save` (see :meth:`DenseIndex.load` for the checks)."""
+        """Read an index written by :meth:`save` (see :meth:`DenseIndex.load` for the checks).
+
+        Raises:
+            IndexFormatError: missing, corrupted or inconsistent files, or NaN / infinite vectors (names the file).
+            IndexMismatchError: ``model_info`` differs from the one recorded at build time.
+        """
         path = Path(directory)
-        manifest = read_manifest(path, "multivector", model_info)
-        obj = cls(int(manifest["params"]["dim"]), device=device)
+        manifest = read_manifest(path, "multivector", model_info, required=REQUIRED_FILES)
+        obj = cls(param(manifest, "dim", int, path), device=device)
         obj.model_info = manifest.get("model")
-        flat = np.load(path / "vectors.npy")
-        lengths = np.load(path / "lengths.npy")
-        obj._ids = IdTable.from_state(read_json(path / "ids.json"))
-        if len(lengths) != obj._ids.num_slots or int(lengths.sum()) != len(flat) or flat.shape[1:] != (obj.dim,):
+        obj._ids = load_ids(path / "ids.json")
+        with reading(path / "vectors.npy", ValueError, OSError, EOFError):
+            flat = np.load(path / "vectors.npy", allow_pickle=False)
+        with reading(path / "lengths.npy", ValueError, OSError, EOFError):
+            lengths = np.load(path / "lengths.npy", allow_pickle=False)
+        if flat.ndim != 2 or flat.shape[1] != obj.dim or flat.dtype.kind != "f":
+            raise IndexFormatError(f"{path / 'vectors.npy'} must hold float (N, {obj.dim}) vectors, got {flat.shape}")
+        if not np.isfinite(flat).all():
+            raise IndexFormatError(f"{path / 'vectors.npy'} is corrupted: it holds NaN or infinite values")
+        if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 0).any():
+            raise IndexFormatError(f"{path / 'lengths.npy'} must hold one non-negative integer per document")
+        if len(lengths) != obj._ids.num_slots or int(lengths.sum()) != len(flat):
             raise IndexFormatError(f"{path} is inconsistent: vectors, lengths and ids do not agree")
+        flat = flat.astype(np.float32, copy=False)
         obj._vectors = list(np.split(flat, np.cumsum(lengths)[:-1])) if len(lengths) else []
         return obj
+
+
+REQUIRED_FILES = ("vectors.npy", "lengths.npy", "ids.json")

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 
 @dataclass
 class SearchResults:
-    """Per-query ranked hits: ``ids[q]`` best first, ``scores[q]`` the matching scores."""
+    """Per-query ranked hits: ``ids[q]`` best first, ``scores[q]`` the matching scores.
+
+    ``docs[q]`` (when the searcher stores documents) holds each hit's ``{"title", "text", "metadata"}``.
+    """
 
     ids: list[list[str]] = field(default_factory=list)
     scores: list[list[float]] = field(default_factory=list)
+    docs: list[list[dict[str, Any]]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

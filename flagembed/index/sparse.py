@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from flagembed.index.ids import IdTable
+from flagembed.index.ids import IdTable, load_ids
 from flagembed.index.results import SearchResults, check_top_k
-from flagembed.index.storage import IndexFormatError, read_json, read_manifest, write_index_dir, write_json
+from flagembed.index.storage import IndexFormatError, param, read_manifest, reading, write_index_dir, write_json
 
 _QUERY_CHUNK = 256
 
@@ -144,13 +145,33 @@ class SparseIndex:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, model_info: Mapping[str, Any] | None = None) -> SparseIndex:
-        """Read an index written by :meth:`save` (see :meth:`DenseIndex.load` for the checks)."""
+        """Read an index written by :meth:`save` (see :meth:`DenseIndex.load` for the checks).
+
+        Raises:
+            IndexFormatError: missing, corrupted or inconsistent files, or weights that are negative,
+                NaN or infinite (names the file).
+            IndexMismatchError: ``model_info`` differs from the one recorded at build time.
+        """
         path = Path(directory)
-        manifest = read_manifest(path, "sparse", model_info)
-        obj = cls(manifest["params"]["vocab_size"])
+        manifest = read_manifest(path, "sparse", model_info, required=REQUIRED_FILES)
+        vocab = manifest["params"].get("vocab_size")
+        if vocab is not None:
+            vocab = param(manifest, "vocab_size", int, path)
+        obj = cls(vocab)
         obj.model_info = manifest.get("model")
-        obj._matrix = sp.load_npz(path / "weights.npz").tocsr()
-        obj._ids = IdTable.from_state(read_json(path / "ids.json"))
-        if obj._matrix.shape[0] != obj._ids.num_slots:
-            raise IndexFormatError(f"{path} is inconsistent: {obj._matrix.shape[0]} rows for {obj._ids.num_slots} ids")
+        obj._ids = load_ids(path / "ids.json")
+        weights = path / "weights.npz"
+        with reading(weights, ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):
+            obj._matrix = sp.load_npz(weights).tocsr()
+            obj._matrix.check_format(full_check=True)
+        mat = obj._matrix
+        if mat.shape[0] != obj._ids.num_slots or (vocab is not None and mat.shape[1] != vocab):
+            raise IndexFormatError(
+                f"{weights} is inconsistent: shape {mat.shape} for {obj._ids.num_slots} ids, vocab_size {vocab}"
+            )
+        if mat.dtype.kind != "f" or not np.isfinite(mat.data).all() or (mat.data < 0).any():
+            raise IndexFormatError(f"{weights} is corrupted: lexical weights must be finite and >= 0")
         return obj
+
+
+REQUIRED_FILES = ("weights.npz", "ids.json")

@@ -2,8 +2,9 @@
 
 A directory is written into a temporary sibling and swapped into place (``_io.staged_dir``), so a
 failed or killed save never damages an existing index. ``manifest.json`` records the index type,
-its parameters, the model settings that produced the vectors with their hash, and a SHA-256 per
-file; loading verifies all.
+its parameters, the model settings that produced the vectors with their hash, and a SHA-256 per file
+(a nested index directory is listed by its own ``manifest.json``). Loading verifies every listed file
+plus the fixed set of files the index type needs, and refuses paths that lead outside the index directory.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from flagembed._io import recover_dir, staged_dir
 
 FORMAT = "flagembed-index"
-VERSION = 1
+VERSION = 2  # 2: model identity = weights fingerprint + settings; hybrid indexes store documents
 MANIFEST = "manifest.json"
 
 
@@ -72,6 +73,9 @@ def write_index_dir(
         write_files(tmp)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         subdirs = sorted(p.name for p in tmp.iterdir() if p.is_dir())
+        for sub in subdirs:  # a nested index is covered by its own manifest, which lists its files
+            if (tmp / sub / MANIFEST).is_file():
+                files[f"{sub}/{MANIFEST}"] = _sha256(tmp / sub / MANIFEST)
         manifest = {
             "format": FORMAT,
             "version": VERSION,
@@ -88,10 +92,27 @@ def write_index_dir(
             os.fsync(f.fileno())
 
 
+def member(directory: Path, name: Any) -> Path:
+    """The path of payload file ``name`` inside an index directory.
+
+    Raises:
+        IndexFormatError: ``name`` is not a relative path inside ``directory`` (absolute, ``..``, a
+            backslash, or a symlink that leads outside).
+    """
+    pure = PurePosixPath(name) if isinstance(name, str) else None
+    if pure is None or not name or "\\" in name or pure.is_absolute() or ".." in pure.parts or ":" in name:
+        raise IndexFormatError(f"{directory}/{MANIFEST} lists {name!r}, which is not a file inside the index")
+    path = directory / pure
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise IndexFormatError(f"{directory}: {name} is a link that leads outside the index directory")
+    return path
+
+
 def read_manifest(
     directory: str | os.PathLike[str],
     kind: str,
     model: Mapping[str, Any] | None = None,
+    required: Iterable[str] | Callable[[Mapping[str, Any]], Iterable[str]] = (),
 ) -> dict[str, Any]:
     """Read and verify an index directory's manifest and file checksums.
 
@@ -99,9 +120,12 @@ def read_manifest(
         directory: the index directory.
         kind: the index type expected (``dense``, ``sparse``, ``multivector``, ``hybrid``).
         model: if given, the model configuration the caller will query with; it must hash equal.
+        required: the payload files this index type needs (or a function of the manifest's params
+            returning them): each must be listed in the manifest, present and match its checksum.
 
     Raises:
-        IndexFormatError: missing directory/manifest, wrong type or version, missing or altered files.
+        IndexFormatError: missing directory/manifest, wrong type or version, missing, unlisted or
+            altered files, or a listed path outside the directory.
         IndexMismatchError: ``model`` differs from the configuration recorded at build time.
     """
     path = Path(directory).expanduser()
@@ -109,6 +133,7 @@ def read_manifest(
     mfile = path / MANIFEST
     if not mfile.is_file():
         raise IndexFormatError(f"{path} is not a flagembed index directory (no {MANIFEST})")
+    member(path, MANIFEST)
     try:
         with open(mfile, encoding="utf-8") as f:
             manifest = json.load(f)
@@ -118,11 +143,25 @@ def read_manifest(
         raise IndexFormatError(f"{mfile} is not a flagembed index manifest")
     if manifest.get("version") != VERSION:
         found = manifest.get("version")
-        raise IndexFormatError(f"{path}: index format version {found!r}; this flagembed reads {VERSION}")
+        raise IndexFormatError(f"{path}: index format version {found!r}; this flagembed reads {VERSION} (rebuild it)")
     if manifest.get("type") != kind:
         raise IndexFormatError(f"{path} holds a {manifest.get('type')!r} index, not a {kind!r} index")
-    for name, digest in (manifest.get("files") or {}).items():
-        fp = path / name
+    files, params = manifest.get("files"), manifest.get("params")
+    if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+        raise IndexFormatError(f"{mfile} is corrupted: 'files' must map file names to SHA-256 digests")
+    if not isinstance(params, dict):
+        raise IndexFormatError(f"{mfile} is corrupted: 'params' must be an object")
+    if manifest.get("model") is not None and not isinstance(manifest["model"], dict):
+        raise IndexFormatError(f"{mfile} is corrupted: 'model' must be an object")
+    try:
+        needed = sorted(set(required(params) if callable(required) else required))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{mfile} has invalid params: {exc}") from exc
+    for name in needed:
+        if name not in files:
+            raise IndexFormatError(f"{path} is incomplete: {MANIFEST} does not list {name}")
+    for name, digest in files.items():
+        fp = member(path, name)
         if not fp.is_file():
             raise IndexFormatError(f"{path} is incomplete: {name} is missing")
         if _sha256(fp) != digest:
@@ -130,6 +169,19 @@ def read_manifest(
     if model is not None:
         check_model(manifest, model, path)
     return manifest
+
+
+def param(manifest: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
+    """A required manifest parameter of the given type.
+
+    Raises:
+        IndexFormatError: the parameter is missing or of another type.
+    """
+    value = manifest["params"].get(key)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise IndexFormatError(f"{where}/{MANIFEST}: params.{key} = {value!r:.80} is missing or invalid")
+    return value
 
 
 def check_model(manifest: Mapping[str, Any], model: Mapping[str, Any], where: Path | str) -> None:
@@ -161,9 +213,25 @@ def open_binary(path: Path) -> Any:
 
 
 def read_json(path: Path) -> Any:
-    """A JSON payload file (checksummed by the manifest already)."""
+    """A JSON payload file (checksummed by the manifest already).
+
+    Raises:
+        IndexFormatError: the file is missing or not valid JSON.
+    """
     with open_binary(path) as f:
-        return json.loads(f.read().decode("utf-8"))
+        try:
+            return json.loads(f.read().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise IndexFormatError(f"{path.parent} is corrupted: {path.name} is not valid JSON ({exc})") from exc
+
+
+@contextlib.contextmanager
+def reading(path: Path, *errors: type[BaseException]) -> Any:
+    """Turn the given exceptions raised while parsing payload file ``path`` into :class:`IndexFormatError`."""
+    try:
+        yield
+    except errors as exc:
+        raise IndexFormatError(f"{path.parent} is corrupted: cannot read {path.name} ({exc})") from exc
 
 
 def write_json(path: Path, obj: Any) -> None:

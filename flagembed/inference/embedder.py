@@ -84,6 +84,7 @@ class Embedder:
             trust_remote_code=trust_remote_code,
         )
         path, remote = ckpt.path, ckpt.trust_remote_code
+        self.trust_remote_code: bool = remote  # whether the checkpoint's own code was allowed to run
         self.settings: EncoderSettings = resolve_settings(
             model_name_or_path,
             path,

@@ -8,6 +8,7 @@ from flagembed.models.encoder import (
     load_tokenizer,
     resolve_settings,
 )
+from flagembed.models.fingerprint import weights_fingerprint
 from flagembed.models.heads import M3Heads, load_m3_heads, maxsim, pad_vectors, special_token_ids
 from flagembed.models.loading import (
     Checkpoint,
@@ -25,6 +26,7 @@ from flagembed.models.pooling import POOLING_METHODS, finalize, last_token, pool
 from flagembed.models.registry import MODELS, ModelSpec, list_models, lookup, lookup_folder_name
 
 __all__ = [
+    "weights_fingerprint",
     "MODELS",
     "POOLING_METHODS",
     "Checkpoint",
