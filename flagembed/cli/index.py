@@ -18,13 +18,15 @@ index_app = typer.Typer(help="Build retrieval indexes (dense, sparse, ColBERT)."
 def build(
     model: str = typer.Option(..., "--model", "-m", help="Model name, hub id or local folder."),
     corpus: Path = typer.Option(..., "--corpus", help="JSONL with _id (or id), title, text."),
-    out: Path = typer.Option(..., "--out", "-o", help="Index directory to write."),
+    out: Path = typer.Option(..., "--out", "--output", "-o", help="Index directory to write."),
     modes: Optional[str] = typer.Option(None, help="dense,sparse,colbert (default: all the model has)."),
     dense_kind: str = typer.Option("flat", help="flat (exact), hnsw or ivfpq."),
     batch_size: int = typer.Option(256, help="Items per batch."),
     device: Device = None,
     dtype: DType = "auto",
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars while encoding."),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="Progress bars while encoding (default: auto)."
+    ),
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Encode a corpus and write a searchable index directory."""

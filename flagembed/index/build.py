@@ -9,9 +9,12 @@ from typing import Any
 
 from flagembed._io import read_jsonl
 from flagembed.index.hybrid import HybridSearcher, check_modes
+from flagembed.index.storage import check_index_target
 from flagembed.inference import Embedder, M3Embedder
-from flagembed.models import HubOptions, lookup, resolve_model_path
+from flagembed.models import open_checkpoint
 from flagembed.models.heads import SPARSE_FILE
+
+_LOADING_KEYS = ("revision", "cache_dir", "token", "local_files_only", "trust_remote_code")
 
 
 def load_embedder(model: str | os.PathLike[str], modes: str | Sequence[str] | None = None, **kwargs: Any) -> Embedder:
@@ -20,9 +23,9 @@ def load_embedder(model: str | os.PathLike[str], modes: str | Sequence[str] | No
     Raises:
         ValueError: sparse or ColBERT modes asked of a model without M3 heads.
     """
-    spec = lookup(os.fspath(model))
-    hub = HubOptions(**{k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs})
-    path = resolve_model_path(model, hub)
+    # consent and "not a model" are checked before anything is downloaded
+    ckpt = open_checkpoint(model, **{k: kwargs[k] for k in _LOADING_KEYS if k in kwargs})
+    spec, path = ckpt.spec, ckpt.path
     is_m3 = (spec is not None and spec.kind == "m3") or (path / SPARSE_FILE).is_file()
     chosen = check_modes(modes) if modes is not None else (["dense", "sparse", "colbert"] if is_m3 else ["dense"])
     if not is_m3 and set(chosen) - {"dense"}:
@@ -60,9 +63,13 @@ def build_index(
     show_progress: bool | None = None,
     **embedder_kwargs: Any,
 ) -> HybridSearcher:
-    """Encode a JSONL corpus with ``model`` and save a searcher for ``modes`` to ``out`` (atomically)."""
-    embedder = load_embedder(model, modes, show_progress=show_progress, **embedder_kwargs)
+    """Encode a JSONL corpus with ``model`` and save a searcher for ``modes`` to ``out`` (atomically).
+
+    The destination and the corpus are checked before the model loads, so their errors come at once.
+    """
+    check_index_target(out)
     ids, docs = read_corpus(corpus)
+    embedder = load_embedder(model, modes, show_progress=show_progress, **embedder_kwargs)
     searcher = HybridSearcher.build(
         embedder, docs, ids, modes=modes, dense_kind=dense_kind, show_progress=show_progress
     )

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from flagembed._io import recover_dir, staged_dir
+from flagembed._io import check_output_dir, recover_dir, staged_dir
 
 FORMAT = "flagembed-index"
 VERSION = 2  # 2: model identity = weights fingerprint + settings; hybrid indexes store documents
@@ -63,12 +63,7 @@ def write_index_dir(
     Raises:
         IndexFormatError: ``directory`` exists, is not empty and holds no flagembed index.
     """
-    target = Path(directory).expanduser().absolute()
-    if target.exists():
-        if not target.is_dir():
-            raise IndexFormatError(f"{target} exists and is not a directory")
-        if any(target.iterdir()) and not (target / MANIFEST).is_file():
-            raise IndexFormatError(f"{target} is a non-empty directory without {MANIFEST}; refusing to overwrite it")
+    target = check_index_target(directory)
     with staged_dir(target) as tmp:
         write_files(tmp)
         files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
@@ -90,6 +85,23 @@ def write_index_dir(
             json.dump(manifest, f, ensure_ascii=False, indent=2, default=str)
             f.flush()
             os.fsync(f.fileno())
+
+
+def check_index_target(directory: str | os.PathLike[str]) -> Path:
+    """Refuse a destination an index cannot be saved to (before any encoding); returns its absolute path.
+
+    Raises:
+        IndexFormatError: a file, or a non-empty folder that holds no flagembed index.
+        OutputPathError: the parent folder cannot be written.
+    """
+    target = Path(directory).expanduser().absolute()
+    if target.exists():
+        if not target.is_dir():
+            raise IndexFormatError(f"{target} exists and is not a directory")
+        if any(target.iterdir()) and not (target / MANIFEST).is_file():
+            raise IndexFormatError(f"{target} is a non-empty directory without {MANIFEST}; refusing to overwrite it")
+    check_output_dir(target)
+    return target
 
 
 def member(directory: Path, name: Any) -> Path:

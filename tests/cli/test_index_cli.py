@@ -178,3 +178,25 @@ def test_relative_model_folder_then_search_from_another_cwd(tiny_bert, tmp_path)
     res = _cli(["search", str(work / "idx"), "gene cancer", "--json", "-k", "2", "--device", "cpu"], other)
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(json.loads(res.stdout)) == 2
+
+
+def test_build_checks_the_destination_and_corpus_before_loading_the_model(tmp_path):
+    """A model that does not exist: the destination / corpus error must come first."""
+    from typer.testing import CliRunner
+
+    from flagembed.cli import app
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"_id": "1", "text": "a"}\n')
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("x")
+    build = ["index", "build", "-m", "nope/nope", "--corpus"]
+    res = CliRunner().invoke(app, [*build, str(corpus), "--output", str(foreign)])
+    assert res.exit_code == 2 and "without manifest.json; refusing to overwrite it" in res.output
+    res = CliRunner().invoke(app, [*build, str(corpus), "-o", "/proc/idx"])
+    assert res.exit_code == 2 and "cannot write /proc/idx" in res.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no id"}\n')
+    res = CliRunner().invoke(app, [*build, str(bad), "-o", str(tmp_path / "i")])
+    assert res.exit_code == 2 and "needs an '_id'" in res.output
