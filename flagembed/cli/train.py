@@ -10,6 +10,8 @@ import typer
 
 from flagembed.cli.common import Device, emit_table, fail
 
+USAGE = "usage: flagembed finetune embedder --model MODEL --train-data FILE --output DIR [reference options]"
+
 finetune_app = typer.Typer(help="Fine-tune models (reference argument names accepted).", no_args_is_help=True)
 
 
@@ -26,6 +28,8 @@ def finetune_embedder_cmd(
     from flagembed.train import finetune_embedder, parse_finetune_args
 
     argv = list(ctx.args)
+    if not (model or train_data or output or argv):
+        fail(f"nothing to train\n{USAGE}\nsee flagembed finetune embedder --help")
     if model:
         argv += ["--model_name_or_path", model]
     if train_data:
@@ -36,9 +40,9 @@ def finetune_embedder_cmd(
         model_args, data_args, training_args = parse_finetune_args(argv)
         result = finetune_embedder(model_args, data_args, training_args, resume_from_checkpoint=_resume(resume))
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        fail(str(exc))
-    except SystemExit as exc:  # argparse reports unknown or missing options this way
-        fail(f"bad arguments (exit {exc.code}); see --help and the HF TrainingArguments options")
+        fail(str(exc) if "required" not in str(exc) else f"{exc}\n{USAGE}\nsee flagembed finetune embedder --help")
+    except SystemExit as exc:  # argparse's own exits (e.g. -h among the reference options)
+        raise typer.Exit(0 if exc.code in (0, None) else 2) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
         return
     typer.echo(f"trained {result.global_step} steps, mean loss {result.train_loss:.4f}; model in {result.output_dir}")

@@ -144,3 +144,12 @@ def test_finetune_under_torchrun_with_cross_device_negatives_and_gradient_cache(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained 2 steps") == 1  # reported once, by rank 0
     assert (out / "model.safetensors").is_file() and (out / "loss_history.json").is_file()
+
+
+def test_finetune_without_arguments_prints_a_short_usage():
+    res = runner.invoke(app, ["finetune", "embedder"])
+    assert res.exit_code == 2
+    assert "usage: flagembed finetune embedder --model" in res.output and "--help" in res.output
+    assert len(res.output.splitlines()) <= 4
+    missing = runner.invoke(app, ["finetune", "embedder", "--train-data", "x.jsonl"])
+    assert missing.exit_code == 2 and "required" in missing.output and len(missing.output.splitlines()) <= 4
