@@ -153,3 +153,12 @@ def test_finetune_without_arguments_prints_a_short_usage():
     assert len(res.output.splitlines()) <= 4
     missing = runner.invoke(app, ["finetune", "embedder", "--train-data", "x.jsonl"])
     assert missing.exit_code == 2 and "required" in missing.output and len(missing.output.splitlines()) <= 4
+
+
+def test_score_refuses_an_embedder_as_teacher(tiny_bert: Path, tmp_path: Path):
+    data = _data(tmp_path / "train.jsonl", n=2)
+    out = tmp_path / "scored.jsonl"
+    res = runner.invoke(
+        app, ["score", "--reranker", str(tiny_bert), "--input", str(data), "--output", str(out), "--device", "cpu"]
+    )
+    assert res.exit_code == 2 and "no trained classification head" in res.output and not out.exists()
