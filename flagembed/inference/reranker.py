@@ -263,9 +263,18 @@ class Reranker:
 def rerank_with(
     score_fn: Any, query: str, documents: Sequence[Any], top_k: int | None, **kwargs: Any
 ) -> list[RerankResult]:
-    """Shared ``rerank``: validate, score ``(query, doc)`` pairs with ``score_fn``, sort."""
+    """Shared ``rerank``: validate, score ``(query, doc)`` pairs with ``score_fn``, sort.
+
+    Raises:
+        TypeError: ``query`` is not a string or ``documents`` not a list.
+        ValueError: an empty query, or ``top_k`` < 1 (``None`` keeps every document).
+    """
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer (or None for all documents), got {top_k!r}")
     if isinstance(documents, (str, Mapping)) or not isinstance(documents, Sequence):
         raise TypeError(
             f"documents must be a list of strings or {{'title','text'}} dicts, got {type(documents).__name__}"

@@ -158,3 +158,12 @@ def test_checkpoints_without_a_trained_head_are_refused(tmp_path: Path, tiny_ber
     lm = tiny_rerankers.build_decoder_lm(tmp_path / "lm", "qwen2", layers=2)
     with pytest.raises(ValueError, match="score.weight.*--kind llm"):
         Reranker(lm, device="cpu")
+
+
+def test_rerank_validates_query_and_top_k(bert_ce: Path) -> None:
+    rr = Reranker(bert_ce, device="cpu")
+    with pytest.raises(ValueError, match="query is empty"):
+        rr.rerank(" ", ["a", "b"])
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        rr.rerank("cell", ["a", "b"], top_k=0)
+    assert [r.index for r in rr.rerank("cell", ["a", "b"], top_k=None)] != []
