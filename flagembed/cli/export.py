@@ -25,6 +25,8 @@ def export(
 
     if backend != "onnx":
         fail(f"unknown backend {backend!r}; valid: onnx")
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {str(out)!r} is a file; give a folder (an export is a folder)")
     try:
         path = resolve_model_path(model, HubOptions(revision=revision))
         result = export_onnx(path, out=out, quantize=quantize, opset=opset, revision=revision, force=force)  # type: ignore[arg-type]

@@ -42,7 +42,12 @@ _SIDE_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
     "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
     "sentencepiece.bpe.model",
     "modules.json",
     "sentence_bert_config.json",
@@ -111,6 +116,28 @@ def source_fingerprint(model_dir: str | os.PathLike[str], revision: str | None =
         st = p.stat()  # follows Hugging Face cache symlinks to the blobs
         h.update(f"{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def is_export_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a complete flagembed ONNX export (``flagembed export --out``): manifest and graph."""
+    folder = Path(path)
+    return (folder / MANIFEST_FILE).is_file() and (folder / MODEL_FILE).is_file()
+
+
+def open_export_folder(path: str | os.PathLike[str], quantize: Quantize | None = None) -> OnnxExport:
+    """An existing export folder as an :class:`OnnxExport` (nothing is re-exported: the source may be gone).
+
+    Raises:
+        ValueError: no manifest, or ``quantize`` asks for other weights than the folder holds.
+    """
+    folder = Path(path).resolve()
+    manifest = read_manifest(folder)
+    if manifest is None or not (folder / MODEL_FILE).is_file():
+        raise ValueError(f"{folder} is not a flagembed ONNX export (no {MANIFEST_FILE} and {MODEL_FILE})")
+    held = (manifest.get("options") or {}).get("quantize")
+    if quantize is not None and quantize != held:
+        raise ValueError(f"the export {folder} holds {held or 'fp32'} weights, not quantize={quantize!r}")
+    return OnnxExport(folder, manifest, reused=True)
 
 
 def export_options(quantize: Quantize | None = None, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
@@ -187,9 +214,12 @@ def export_onnx(
         The export folder with its manifest; ``reused`` says whether it came from the cache.
 
     Raises:
-        ValueError: ``out`` exists, is not empty and is not a flagembed export; or unknown ``quantize``.
+        ValueError: ``out`` is a file, or exists, is not empty and is not a flagembed export; or unknown
+            ``quantize``. Checked before any export work.
         ExportMismatchError: the exported graph does not reproduce the torch model on a probe batch.
     """
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"out {os.fspath(out)!r} is a file; give a folder (an export is a folder)")
     require_onnx()
     source = Path(model_dir).resolve()
     options = export_options(quantize, opset)
@@ -205,15 +235,20 @@ def export_onnx(
         logger.warning("the ONNX export in %s is stale (weights or options changed); rebuilding it", target)
     with _staging(target) as tmp:
         if quantize == "int8":
-            base = export_onnx(source, opset=opset, revision=revision, trust_remote_code=trust_remote_code)
+            # into the cache when exporting to the cache; with ``out``, into the staging folder only
+            scratch = None if out is None else tmp / "fp32"
+            base = export_onnx(source, out=scratch, opset=opset, revision=revision, trust_remote_code=trust_remote_code)
             files = quantize_int8(base.model_file, tmp / MODEL_FILE)
+            if scratch is not None:
+                shutil.rmtree(scratch)
         else:
             files = _export_fp32(source, tmp / MODEL_FILE, opset, trust_remote_code)
         for name in _SIDE_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / name)
-        if (source / "1_Pooling").is_dir():
-            shutil.copytree(source / "1_Pooling", tmp / "1_Pooling")
+        for module in ("1_Pooling", "2_Normalize"):
+            if (source / module).is_dir():
+                shutil.copytree(source / module, tmp / module)
         manifest = _manifest(source, fingerprint, options, revision, files)
         save_json(tmp / MANIFEST_FILE, manifest)  # written last: its presence marks a complete export
     logger.info("wrote the ONNX export %s", target)
