@@ -18,6 +18,7 @@ def export(
     opset: int = typer.Option(18, help="ONNX opset."),
     revision: Optional[str] = typer.Option(None, help="Model revision (hub models)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a fresh export exists."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
 ) -> None:
     """Export a model's backbone to ONNX for ``Embedder(..., backend="onnx")`` or plain onnxruntime."""
     from flagembed.engine.backends import export_onnx
@@ -29,7 +30,9 @@ def export(
         fail(f"--out {str(out)!r} is a file; give a folder (an export is a folder)")
     try:
         path = resolve_model_path(model, HubOptions(revision=revision))
-        result = export_onnx(path, out=out, quantize=quantize, opset=opset, revision=revision, force=force)  # type: ignore[arg-type]
+        result = export_onnx(
+            path, out=out, quantize=quantize, opset=opset, revision=revision, force=force, show_progress=progress,  # type: ignore[arg-type]
+        )
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         fail(str(exc))
     size = sum(f.stat().st_size for f in result.path.iterdir() if f.is_file()) / 1e6

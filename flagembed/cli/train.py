@@ -66,12 +66,13 @@ def mine(
     batch_size: int = typer.Option(256, help="Encoding batch size."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per text."),
     seed: int = typer.Option(42, help="Sampling seed."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
     device: Device = None,
 ) -> None:
     """Mine hard negatives for a training file (the reference's hn_mine.py)."""
     from flagembed.train.mining import mine_file
 
-    emb_kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length}
+    emb_kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length, "show_progress": progress}
     try:
         stats = mine_file(
             model,
@@ -84,6 +85,7 @@ def mine(
             query_instruction=query_instruction,
             chunk_size=chunk_size,
             seed=seed,
+            show_progress=progress,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(str(exc))
@@ -98,6 +100,7 @@ def score(
     model_class: Optional[str] = typer.Option(None, help="encoder-only-base, decoder-only-base, ... (unknown models)."),
     batch_size: Optional[int] = typer.Option(None, help="Scoring batch size."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per pair."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
     device: Device = None,
 ) -> None:
     """Add teacher pos_scores/neg_scores with a reranker (the reference's add_reranker_score.py)."""
@@ -110,6 +113,7 @@ def score(
             str(output_file),
             model_class=model_class,
             reranker_kwargs={"device": device, "batch_size": batch_size, "max_length": max_length},
+            show_progress=progress,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(str(exc))

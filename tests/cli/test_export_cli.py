@@ -108,3 +108,18 @@ def test_embedder_loads_an_export_folder(tiny_bert: Path, tmp_path: Path, monkey
         Embedder(out, backend="onnx", quantize="int8")
     with pytest.raises(ValueError, match="M3Embedder runs on backend='torch' only"):
         M3Embedder(source, backend="onnx")
+
+
+def test_export_shows_progress_on_a_terminal(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from flagembed.engine.backends import export_onnx
+
+    export_onnx(tiny_bert, out=tmp_path / "a")
+    assert "ONNX export" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    export_onnx(tiny_bert, out=tmp_path / "b")
+    err = capsys.readouterr().err
+    assert "ONNX export of" in err and "/2" in err

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from flagembed._io import save_json
+from flagembed.engine.progress import progress_bar
 from flagembed.models import TextEncoder, load_backbone
 
 logger = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ def export_onnx(
     revision: str | None = None,
     trust_remote_code: bool = False,
     force: bool = False,
+    show_progress: bool | None = None,
 ) -> OnnxExport:
     """Export (or reuse a fresh cached export of) a checkpoint folder's backbone as ONNX.
 
@@ -209,6 +211,7 @@ def export_onnx(
         opset: ONNX opset of the exported graph.
         revision: the checkpoint's revision, mixed into the fingerprint.
         force: rebuild even when a fresh export exists.
+        show_progress: a bar over the export steps (``None``: when stderr is a terminal).
 
     Returns:
         The export folder with its manifest; ``reused`` says whether it came from the cache.
@@ -233,16 +236,27 @@ def export_onnx(
         raise ValueError(f"{target} exists, is not empty and is not a flagembed ONNX export; choose another folder")
     if manifest is not None and not force:
         logger.warning("the ONNX export in %s is stale (weights or options changed); rebuilding it", target)
-    with _staging(target) as tmp:
+    steps = ["exporting the fp32 graph", "quantizing to int8"] if quantize == "int8" else ["exporting the graph"]
+    with _staging(target) as tmp, progress_bar(
+        len(steps) + 1, show_progress, f"ONNX export of {source.name}", unit="step", min_items=1
+    ) as bar:
+        bar.set_postfix_str(steps[0])
         if quantize == "int8":
             # into the cache when exporting to the cache; with ``out``, into the staging folder only
             scratch = None if out is None else tmp / "fp32"
-            base = export_onnx(source, out=scratch, opset=opset, revision=revision, trust_remote_code=trust_remote_code)
+            base = export_onnx(
+                source, out=scratch, opset=opset, revision=revision, trust_remote_code=trust_remote_code,
+                show_progress=False,
+            )  # fmt: skip
+            bar.update(1)
+            bar.set_postfix_str(steps[1])
             files = quantize_int8(base.model_file, tmp / MODEL_FILE)
             if scratch is not None:
                 shutil.rmtree(scratch)
         else:
             files = _export_fp32(source, tmp / MODEL_FILE, opset, trust_remote_code)
+        bar.update(1)
+        bar.set_postfix_str("copying tokenizer and config files")
         for name in _SIDE_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / name)
@@ -251,6 +265,7 @@ def export_onnx(
                 shutil.copytree(source / module, tmp / module)
         manifest = _manifest(source, fingerprint, options, revision, files)
         save_json(tmp / MANIFEST_FILE, manifest)  # written last: its presence marks a complete export
+        bar.update(1)
     logger.info("wrote the ONNX export %s", target)
     return OnnxExport(target, manifest, reused=False)
 
