@@ -199,3 +199,21 @@ def test_final_loss_without_a_logging_step(tiny_bert: Path, tmp_path: Path):
         _args(tmp_path / "out", max_steps=2, logging_steps=500),
     )
     assert result.loss_history == [] and result.final_loss == result.train_loss
+
+
+@pytest.mark.slow
+def test_fine_tuned_minilm_keeps_256_tokens(minilm_path: Path, tmp_path: Path):
+    from flagembed.inference import Embedder
+
+    data = _train_file(tmp_path / "train.jsonl", n=4)
+    out = tmp_path / "minilm-ft"
+    finetune_embedder(
+        ModelArguments(model_name_or_path=str(minilm_path)),
+        DataArguments(train_data=[str(data)], train_group_size=2, query_max_len=16, passage_max_len=64),
+        _args(out, max_steps=1, per_device_train_batch_size=2),
+    )
+    base, tuned = Embedder(str(minilm_path), device="cpu"), Embedder(str(out), device="cpu")
+    assert base.max_length == 256 and tuned.max_length == 256
+    long_text = " ".join(["the protein of the cell was found in blood"] * 20)  # ~200 tokens: past 64, under 256
+    tuned.encode([long_text])
+    assert tuned.last_truncated == 0
