@@ -19,6 +19,7 @@ def export(
     revision: Optional[str] = typer.Option(None, help="Model revision (hub models)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a fresh export exists."),
     trust_remote_code: TrustRemoteCode = False,
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
 ) -> None:
     """Export a model's backbone to ONNX for ``Embedder(..., backend="onnx")`` or plain onnxruntime."""
     from flagembed.engine.backends import export_onnx
@@ -26,11 +27,13 @@ def export(
 
     if backend != "onnx":
         fail(f"unknown backend {backend!r}; valid: onnx")
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {str(out)!r} is a file; give a folder (an export is a folder)")
     try:
         ckpt = open_checkpoint(model, revision=revision, trust_remote_code=trust_remote_code)
         result = export_onnx(
             ckpt.path, out=out, quantize=quantize, opset=opset, revision=revision, force=force,  # type: ignore[arg-type]
-            trust_remote_code=ckpt.trust_remote_code,
+            trust_remote_code=ckpt.trust_remote_code, show_progress=progress,
         )  # fmt: skip
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         fail(str(exc))

@@ -38,6 +38,10 @@ def rerank(
     from flagembed._io import read_texts
     from flagembed.models import lookup
 
+    if not query.strip():
+        fail("query is empty")
+    if top_k is not None and top_k < 1:
+        fail(f"top_k must be a positive integer (omit --top-k for all documents), got {top_k}")
     spec = lookup(model)
     chosen = kind or (_REGISTRY_KIND.get(spec.kind, "cross-encoder") if spec else "cross-encoder")
     if chosen not in _KINDS:

@@ -10,6 +10,8 @@ import typer
 
 from flagembed.cli.common import Device, TrustRemoteCode, emit_table, fail
 
+USAGE = "usage: flagembed finetune embedder --model MODEL --train-data FILE --output DIR [reference options]"
+
 finetune_app = typer.Typer(help="Fine-tune models (reference argument names accepted).", no_args_is_help=True)
 
 
@@ -27,6 +29,8 @@ def finetune_embedder_cmd(
     from flagembed.train import finetune_embedder, parse_finetune_args
 
     argv = list(ctx.args)
+    if not (model or train_data or output or argv):
+        fail(f"nothing to train\n{USAGE}\nsee flagembed finetune embedder --help")
     if model:
         argv += ["--model_name_or_path", model]
     if train_data:
@@ -39,9 +43,9 @@ def finetune_embedder_cmd(
         model_args, data_args, training_args = parse_finetune_args(argv)
         result = finetune_embedder(model_args, data_args, training_args, resume_from_checkpoint=_resume(resume))
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        fail(str(exc))
-    except SystemExit as exc:  # argparse reports unknown or missing options this way
-        fail(f"bad arguments (exit {exc.code}); see --help and the HF TrainingArguments options")
+        fail(str(exc) if "required" not in str(exc) else f"{exc}\n{USAGE}\nsee flagembed finetune embedder --help")
+    except SystemExit as exc:  # argparse's own exits (e.g. -h among the reference options)
+        raise typer.Exit(0 if exc.code in (0, None) else 2) from None
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
         return
     typer.echo(f"trained {result.global_step} steps, mean loss {result.train_loss:.4f}; model in {result.output_dir}")
@@ -65,13 +69,14 @@ def mine(
     batch_size: int = typer.Option(256, help="Encoding batch size."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per text."),
     seed: int = typer.Option(42, help="Sampling seed."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
     device: Device = None,
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Mine hard negatives for a training file (the reference's hn_mine.py)."""
     from flagembed.train.mining import mine_file
 
-    emb_kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length}
+    emb_kwargs = {"batch_size": batch_size, "device": device, "max_length": max_length, "show_progress": progress}
     emb_kwargs["trust_remote_code"] = trust_remote_code
     try:
         stats = mine_file(
@@ -85,6 +90,7 @@ def mine(
             query_instruction=query_instruction,
             chunk_size=chunk_size,
             seed=seed,
+            show_progress=progress,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(str(exc))
@@ -99,6 +105,7 @@ def score(
     model_class: Optional[str] = typer.Option(None, help="encoder-only-base, decoder-only-base, ... (unknown models)."),
     batch_size: Optional[int] = typer.Option(None, help="Scoring batch size."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per pair."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
     device: Device = None,
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
@@ -117,6 +124,7 @@ def score(
                 "max_length": max_length,
                 "trust_remote_code": trust_remote_code,
             },
+            show_progress=progress,
         )
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(str(exc))

@@ -10,8 +10,10 @@ from tqdm.auto import tqdm
 AUTO_MIN_ITEMS = 1000
 
 
-def progress_bar(total: int, show: bool | None, desc: str, unit: str = "it") -> Any:
-    """A tqdm bar over ``total`` items; ``show=None`` decides automatically."""
+def progress_bar(
+    total: int, show: bool | None, desc: str, unit: str = "it", min_items: int = AUTO_MIN_ITEMS
+) -> Any:
+    """A tqdm bar over ``total`` items; ``show=None`` decides automatically (``min_items`` or more, a TTY)."""
     if show is None:
-        show = total >= AUTO_MIN_ITEMS and sys.stderr.isatty()
+        show = total >= min_items and sys.stderr.isatty()
     return tqdm(total=total, disable=not show, desc=desc, unit=unit, leave=False)

@@ -13,7 +13,15 @@ import numpy as np
 import torch
 
 from flagembed.engine import EngineConfig, Tokenized, resolve_dtype, run_batches, tokenize
-from flagembed.engine.backends import BACKENDS, QUANTIZE_CHOICES, OnnxRunner, OpenVinoRunner, load_runner
+from flagembed.engine.backends import (
+    BACKENDS,
+    QUANTIZE_CHOICES,
+    OnnxRunner,
+    OpenVinoRunner,
+    export_backbone,
+    is_export_folder,
+    load_runner,
+)
 from flagembed.engine.devices import DeviceLike, DType, resolve_devices
 from flagembed.engine.pipeline import run_pipelined
 from flagembed.engine.pool import WorkerPool, concat_results
@@ -106,7 +114,10 @@ class Embedder:
             raise ValueError(f"backend={backend!r} runs on one CPU device; got {[str(d) for d in self.devices]}")
         self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
         self.tokenizer = load_tokenizer(path, trust_remote_code=remote)
-        backbone = load_backbone(path, dtype=self.dtype, trust_remote_code=remote)
+        if is_export_folder(path):  # written by `flagembed export --out`: graph + config, no torch weights
+            backbone = export_backbone(path, backend, trust_remote_code=remote)
+        else:
+            backbone = load_backbone(path, dtype=self.dtype, trust_remote_code=remote)
         self.encoder = TextEncoder(
             backbone, self.settings.pooling, self.settings.normalize, self.settings.truncate_dim
         ).to(self.device)

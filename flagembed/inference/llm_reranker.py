@@ -15,7 +15,14 @@ from flagembed.engine import Batch, EngineConfig, resolve_device, resolve_dtype,
 from flagembed.engine.devices import DeviceLike, DType
 from flagembed.inference.inputs import apply_instruction
 from flagembed.inference.pair_inputs import DEFAULT_LLM_PROMPT, PairTokens, llm_pairs
-from flagembed.inference.reranker import RerankResult, as_pairs, cap_length, rerank_with, sigmoid
+from flagembed.inference.reranker import (
+    RerankResult,
+    as_pairs,
+    cap_length,
+    require_head_weights,
+    rerank_with,
+    sigmoid,
+)
 from flagembed.models import load_tokenizer, open_checkpoint
 from flagembed.models.llm_scorer import yes_logits, yes_token_id
 
@@ -23,14 +30,25 @@ logger = logging.getLogger(__name__)
 
 
 def load_causal_lm(
-    path: str | os.PathLike[str], dtype: torch.dtype, trust_remote_code: bool, peft_path: str | None
+    path: str | os.PathLike[str],
+    dtype: torch.dtype,
+    trust_remote_code: bool,
+    peft_path: str | None,
+    name: str | os.PathLike[str] | None = None,
 ) -> Any:
-    """``AutoModelForCausalLM`` in ``dtype``, with a PEFT adapter merged in when ``peft_path`` is given."""
+    """``AutoModelForCausalLM`` in ``dtype``, with a PEFT adapter merged in when ``peft_path`` is given.
+
+    Raises:
+        ValueError: the checkpoint has no trained LM head (e.g. a cross-encoder or an embedder).
+    """
     from transformers import AutoModelForCausalLM
 
     from flagembed._compat import dtype_kwargs
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code, **dtype_kwargs(dtype))
+    model, info = AutoModelForCausalLM.from_pretrained(
+        str(path), trust_remote_code=trust_remote_code, output_loading_info=True, **dtype_kwargs(dtype)
+    )
+    require_head_weights(name or path, info, model.config, "LM head")
     if peft_path:
         try:
             from peft import PeftModel
@@ -95,7 +113,7 @@ class LLMReranker:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, preferred=_preferred_half(self.device))
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)
-        self.model = load_causal_lm(self.path, self.dtype, remote, peft_path).to(self.device)
+        self.model = load_causal_lm(self.path, self.dtype, remote, peft_path, model_name_or_path).to(self.device)
         self.yes_id = yes_token_id(self.tokenizer)
         self.prompt = self.default_prompt if prompt is None else prompt
         self.query_instruction = (query_instruction, query_instruction_format)

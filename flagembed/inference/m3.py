@@ -47,6 +47,12 @@ class M3Embedder(Embedder):
         return_colbert_vecs: bool = False,
         **kwargs: Any,
     ) -> None:
+        backend = kwargs.get("backend", "torch")
+        if backend != "torch":
+            raise ValueError(
+                f"M3Embedder runs on backend='torch' only, got backend={backend!r}: the ONNX export holds the "
+                "backbone without the sparse and ColBERT heads (use Embedder(..., backend='onnx') for dense vectors)"
+            )
         super().__init__(model_name_or_path, **kwargs)
         heads = load_m3_heads(self.settings.path, self.encoder.hidden_size, colbert_dim)
         self.encoder.heads = heads.to(self.device, dtype=self.dtype).eval()

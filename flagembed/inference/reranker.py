@@ -86,6 +86,32 @@ def cap_length(length: int, tokenizer: Any, config: Any) -> int:
     return length
 
 
+def require_head_weights(name: Any, info: Mapping[str, Any], config: Any, head: str) -> None:
+    """Refuse a checkpoint whose score head was newly initialized (missing from its weights).
+
+    ``info`` is ``from_pretrained(..., output_loading_info=True)``'s report. A random head gives plausible
+    but meaningless scores (an embedder or an M3 folder loaded as a cross-encoder, a cross-encoder as an LLM).
+
+    Raises:
+        ValueError: names the missing weights and the kind of reranker the checkpoint may be.
+    """
+    missing = sorted(str(k) for k in info.get("missing_keys") or ())
+    if not missing:
+        return
+    archs = [str(a) for a in getattr(config, "architectures", None) or []]
+    if head == "LM head":
+        hint = "use --kind cross-encoder (Reranker) for a cross-encoder" if any(
+            a.endswith("ForSequenceClassification") for a in archs
+        ) else "it is not a causal-LM reranker checkpoint"
+    else:
+        decoder = any(a.endswith("ForCausalLM") for a in archs) or bool(getattr(config, "is_decoder", False))
+        hint = "for a decoder LM reranker use --kind llm (LLMReranker)" if decoder else (
+            "it is not a cross-encoder reranker (an embedder or a BGE-M3 folder?)"
+        )
+    shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+    raise ValueError(f"{os.fspath(name)!r} has no trained {head} (missing from the checkpoint: {shown}); {hint}")
+
+
 class Reranker:
     """Cross-encoder reranker (``AutoModelForSequenceClassification``: bge-reranker-base/large/v2-m3, ...).
 
@@ -137,9 +163,10 @@ class Reranker:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(self.path), trust_remote_code=remote, **dtype_kwargs(self.dtype)
+        self.model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(self.path), trust_remote_code=remote, output_loading_info=True, **dtype_kwargs(self.dtype)
         )
+        require_head_weights(model_name_or_path, info, self.model.config, "classification head")
         self.model.to(self.device).eval()
         if int(getattr(self.model.config, "num_labels", 1)) != 1:
             raise ValueError(
@@ -236,9 +263,18 @@ class Reranker:
 def rerank_with(
     score_fn: Any, query: str, documents: Sequence[Any], top_k: int | None, **kwargs: Any
 ) -> list[RerankResult]:
-    """Shared ``rerank``: validate, score ``(query, doc)`` pairs with ``score_fn``, sort."""
+    """Shared ``rerank``: validate, score ``(query, doc)`` pairs with ``score_fn``, sort.
+
+    Raises:
+        TypeError: ``query`` is not a string or ``documents`` not a list.
+        ValueError: an empty query, or ``top_k`` < 1 (``None`` keeps every document).
+    """
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer (or None for all documents), got {top_k!r}")
     if isinstance(documents, (str, Mapping)) or not isinstance(documents, Sequence):
         raise TypeError(
             f"documents must be a list of strings or {{'title','text'}} dicts, got {type(documents).__name__}"

@@ -19,6 +19,23 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".
 _WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json", "tf_model.h5.index.json")
 # Exported copies of the base weights (not merged, so they would be stale): left out.
 _STALE_DIRS = ("onnx", "openvino", "coreml")
+# Training artefacts of a fine-tuning run (HF Trainer, DeepSpeed, flagembed): not part of the model.
+_TRAINING_FILES = (
+    "trainer_state.json",
+    "training_args.bin",
+    "optimizer.pt",
+    "scheduler.pt",
+    "scaler.pt",
+    "all_results.json",
+    "train_results.json",
+    "eval_results.json",
+    "loss_history.json",
+    "loss.png",
+    "flagembed_run.json",
+    "zero_to_fp32.py",
+    "latest",
+)
+_TRAINING_PATTERNS = ("rng_state*", "events.out.tfevents*", "checkpoint-*", "global_step*")
 
 
 def check_output(output_path: str | os.PathLike[str], overwrite: bool) -> Path:
@@ -44,18 +61,21 @@ def staging_folder(output: Path, overwrite: bool) -> Iterator[Path]:
 
 
 def copy_support_files(source: Path, dest: Path) -> None:
-    """Copy config, tokenizer and sentence-transformers files of ``source``; weights are written merged.
+    """Copy the model's own config, tokenizer and sentence-transformers files of ``source``; weights are merged.
 
-    Weight files inside module sub-folders (e.g. a sentence-transformers ``2_Dense``) are not merged:
-    they are copied from ``source`` with a warning.
+    Left out: weights (written merged), exported copies (``onnx/``, ...), and training artefacts
+    (``checkpoint-*`` folders with optimizer state, ``trainer_state.json``, ``training_args.bin``, logs).
+    Sub-folders are copied only when they are sentence-transformers modules (named in ``modules.json``
+    or ``N_Name``); weight files inside them (e.g. ``2_Dense``) are not merged: copied with a warning.
     """
+    modules = _module_dirs(source)
     for item in sorted(source.iterdir()):
         name = item.name
-        if name.startswith(".") or name in _WEIGHT_INDEXES or name in HEAD_FILES:
+        if name.startswith(".") or name in _WEIGHT_INDEXES or name in HEAD_FILES or _is_training_artefact(name):
             continue
         if item.is_dir():
-            if name in _STALE_DIRS:
-                logger.info("not copying %s/ (exported base weights, not merged)", name)
+            if name not in modules:
+                logger.info("not copying %s/ (not a model module: %s)", name, _why_skipped(name))
                 continue
             for sub in item.rglob("*"):
                 if sub.is_file() and sub.suffix in _WEIGHT_SUFFIXES:
@@ -63,6 +83,31 @@ def copy_support_files(source: Path, dest: Path) -> None:
             shutil.copytree(item, dest / name, ignore=shutil.ignore_patterns(".*"))
         elif item.suffix not in _WEIGHT_SUFFIXES:
             shutil.copy2(item, dest / name)
+
+
+def _is_training_artefact(name: str) -> bool:
+    import fnmatch
+
+    return name in _TRAINING_FILES or any(fnmatch.fnmatch(name, p) for p in _TRAINING_PATTERNS)
+
+
+def _module_dirs(source: Path) -> set[str]:
+    """Sub-folders that belong to the model: sentence-transformers modules (``modules.json`` paths, ``N_Name``)."""
+    import re
+
+    found = {p.name for p in source.iterdir() if p.is_dir() and re.fullmatch(r"\d+_\w+", p.name)}
+    modules_file = source / "modules.json"
+    if modules_file.is_file():
+        with open(modules_file, encoding="utf-8") as f:
+            for module in json.load(f):
+                path = str(module.get("path", "")).strip("/")
+                if path:
+                    found.add(path.split("/")[0])
+    return {name for name in found if name not in _STALE_DIRS}
+
+
+def _why_skipped(name: str) -> str:
+    return "exported base weights, not merged" if name in _STALE_DIRS else "not a sentence-transformers module"
 
 
 def write_st_config(dest: Path, hidden_size: int, pooling: str, normalize: bool, max_length: int) -> None:

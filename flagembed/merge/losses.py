@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from flagembed.engine import EngineConfig, pad_ids, resolve_device, resolve_dtype, run_batches, tokenize
+from flagembed.inference.reranker import cap_length
 from flagembed.models import TextEncoder, load_backbone, load_tokenizer, resolve_settings
 from flagembed.models.pooling import check_pooling
 
@@ -135,6 +136,13 @@ def example_losses(
     return losses
 
 
+def model_limit(length: int, tok: Any, path: Path, trust_remote_code: bool) -> int:
+    """``length`` capped by the tokenizer's and the model's position limit (as every other command caps it)."""
+    from transformers import AutoConfig
+
+    return cap_length(length, tok, AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code))
+
+
 def _encoder_loss(
     path: Path,
     tok: Any,
@@ -150,7 +158,7 @@ def _encoder_loss(
     show_progress: bool | None,
 ) -> float:
     settings = resolve_settings(str(path), path, pooling=pooling)
-    max_len = min(max_input_length, settings.max_length)
+    max_len = model_limit(min(max_input_length, settings.max_length), tok, path, trust_remote_code)
     groups = sample_groups(examples, neg_number, seed)
     q_ids = tokenize(tok, [ex["query"] for ex in examples], max_len).ids
     p_ids = tokenize(tok, [p for g in groups for p in g], max_len).ids
@@ -193,7 +201,7 @@ def _reranker_loss(
     groups = sample_groups(examples, neg_number, seed)
     queries = [ex["query"] for ex, grp in zip(examples, groups) for _ in grp]
     passages = [p for grp in groups for p in grp]
-    max_len = min(max_input_length, int(getattr(tok, "model_max_length", max_input_length) or max_input_length))
+    max_len = model_limit(max_input_length, tok, path, trust_remote_code)
     enc = tok(queries, passages, truncation=True, max_length=max_len, padding=False, return_token_type_ids=True)
     types = enc.get("token_type_ids") if "token_type_ids" in tok.model_input_names else None
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -252,7 +260,7 @@ def _decoder_loss(
 
     from flagembed._compat import dtype_kwargs
 
-    ids, labels = decoder_inputs(tok, examples, max_input_length)
+    ids, labels = decoder_inputs(tok, examples, model_limit(max_input_length, tok, path, trust_remote_code))
     model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code, **dtype_kwargs(dtype))
     model = model.eval().to(cfg.device)
 

@@ -83,6 +83,10 @@ class EmbedderTrainingArguments(TrainingArguments):
     use_mrl: bool = field(default=False, metadata={"help": "Matryoshka loss over mrl_dims."})
     mrl_dims: list[int] = field(default_factory=list, metadata={"help": "Matryoshka prefix dimensions."})
     loss_plot: bool = field(default=True, metadata={"help": "Save the loss curve as loss.png in output_dir."})
+    overwrite_output_dir: bool = field(  # HF 4.x has it, 5.x dropped it: declared here for both
+        default=False,
+        metadata={"help": "Train into a non-empty output_dir of another model or run (its checkpoint-* are removed)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -128,9 +132,14 @@ def parse_finetune_args(
     """Parse reference-style command-line arguments (``--model_name_or_path ... --train_data ...``).
 
     Raises:
-        ValueError: unknown arguments or bad values.
+        ValueError: unknown or missing arguments, or bad values (argparse's message, without its usage dump).
     """
     parser = HfArgumentParser((ModelArguments, DataArguments, EmbedderTrainingArguments))
+
+    def error(message: str) -> None:  # argparse would print its whole usage (130+ lines) and exit
+        raise ValueError(message)
+
+    parser.error = error  # type: ignore[method-assign]
     model_args, data_args, training_args, rest = parser.parse_args_into_dataclasses(
         args=list(argv), return_remaining_strings=True
     )

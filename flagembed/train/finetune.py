@@ -19,6 +19,7 @@ from flagembed.models import (
 from flagembed.train.config import DataArguments, EmbedderTrainingArguments, ModelArguments, check_data_args
 from flagembed.train.data import EmbedderCollator, EmbedderTrainDataset, load_train_files, merge_small_files
 from flagembed.train.losses import world_size
+from flagembed.train.output_dir import check_output_dir, run_key, write_run_marker
 from flagembed.train.trainer import EmbedderTrainer, EpochCallback, LossCurveCallback
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ class FinetuneResult:
     train_loss: float
     loss_history: list[dict[str, float]]
     merged_dir: str | None = None
+
+    @property
+    def final_loss(self) -> float:
+        """The last logged training loss; the run's mean loss when no logging step was reached."""
+        return self.loss_history[-1]["loss"] if self.loss_history else self.train_loss
 
 
 def _apply_lora(backbone: Any, args: ModelArguments) -> Any:
@@ -106,9 +112,10 @@ def build_trainer(
     collator = EmbedderCollator(
         tokenizer, data_args.query_max_len, data_args.passage_max_len, data_args.pad_to_multiple_of
     )
+    trained_max = base_max_length(settings.max_length, tokenizer, backbone.config)
     export = None
     if not model_args.use_lora:
-        export = _export_settings(settings, encoder, data_args)
+        export = _export_settings(settings, encoder, data_args, trained_max)
     loss_curve = LossCurveCallback(plot=training_args.loss_plot)
     trainer = EmbedderTrainer(
         model=backbone,
@@ -122,15 +129,35 @@ def build_trainer(
     )
     trainer.loss_curve = loss_curve  # type: ignore[attr-defined]
     trainer.settings = settings  # type: ignore[attr-defined]
+    trainer.max_seq_length = trained_max  # type: ignore[attr-defined]
     return trainer
 
 
-def _export_settings(settings: Any, encoder: TextEncoder, data_args: DataArguments) -> dict[str, Any]:
+def base_max_length(length: int, tokenizer: Any, config: Any) -> int:
+    """The base model's maximum sequence length, which the fine-tuned model keeps (as sentence-transformers does).
+
+    ``length`` is what the checkpoint declares (its ``sentence_bert_config.json``, the registry, else 512),
+    capped by the tokenizer's ``model_max_length`` and the position table. The training lengths
+    (``query_max_len``/``passage_max_len``) only bound training batches: saving them as the model's maximum
+    would silently truncate every later encoding.
+    """
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and getattr(config, "model_type", "") in ("xlm-roberta", "roberta", "camembert"):
+        positions -= 2  # RoBERTa-style position ids start after the padding index
+    for cap in (getattr(tokenizer, "model_max_length", None), positions):
+        if isinstance(cap, int) and 0 < cap < 1_000_000:
+            length = min(length, cap)
+    return int(length)
+
+
+def _export_settings(
+    settings: Any, encoder: TextEncoder, data_args: DataArguments, max_seq_length: int
+) -> dict[str, Any]:
     return {
         "pooling": settings.pooling,
         "normalize": settings.normalize,
         "dim": encoder.hidden_size,
-        "max_seq_length": max(data_args.query_max_len, data_args.passage_max_len),
+        "max_seq_length": max_seq_length,
         "query_prompt": data_args.query_instruction_for_retrieval,
         "passage_prompt": data_args.passage_instruction_for_retrieval,
     }
@@ -148,12 +175,26 @@ def finetune_embedder(
     the adapter, plus the merged model in ``output_dir/merged`` when ``save_merged_lora_model``).
     ``loss_history.json`` and ``loss.png`` record the training loss.
 
+    ``output_dir`` must be new or empty, hold this same run (same model and data), or ``resume_from_checkpoint``
+    / ``training_args.overwrite_output_dir`` must be set: this is checked before the model is loaded.
+
     Raises:
-        ValueError: bad arguments or malformed training data.
+        ValueError: bad arguments, a foreign non-empty ``output_dir``, or malformed training data.
     """
+    check_data_args(data_args)
+    key = run_key(model_args.model_name_or_path, data_args.train_data)
+    check_output_dir(
+        training_args.output_dir,
+        key,
+        resume=bool(resume_from_checkpoint),
+        overwrite=bool(getattr(training_args, "overwrite_output_dir", False)),
+        main_process=training_args.should_save,
+    )
     if training_args.negatives_cross_device and world_size() == 1:
         logger.info("one process: negatives_cross_device is the same as in-batch negatives")
     trainer = build_trainer(model_args, data_args, training_args)
+    if trainer.args.should_save:
+        write_run_marker(training_args.output_dir, key)
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint or None)
     trainer.save_model()
     merged = None
@@ -164,7 +205,8 @@ def finetune_embedder(
         trainer.processing_class.save_pretrained(merged)  # type: ignore[union-attr]
         from flagembed.train.export import write_sentence_transformers_config
 
-        write_sentence_transformers_config(merged, **_export_settings(trainer.settings, trainer.encoder, data_args))  # type: ignore[attr-defined]
+        settings = _export_settings(trainer.settings, trainer.encoder, data_args, trainer.max_seq_length)  # type: ignore[attr-defined]
+        write_sentence_transformers_config(merged, **settings)
     return FinetuneResult(
         output_dir=str(training_args.output_dir),
         global_step=int(result.global_step),

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from flagembed.engine import progress_bar
 from flagembed.index import DenseIndex
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def mine_hard_negatives(
     query_instruction: str | None = None,
     seed: int = 42,
     corpus_vectors: np.ndarray | None = None,
+    show_progress: bool | None = None,
 ) -> tuple[list[dict[str, Any]], MiningStats]:
     """Replace each example's ``neg`` with mined hard negatives.
 
@@ -91,6 +93,8 @@ def mine_hard_negatives(
         query_instruction: instruction for queries (default: the embedder's own).
         seed: sampling seed.
         corpus_vectors: precomputed corpus embeddings (row ``i`` = corpus text ``i``).
+        show_progress: a bar over the queries mined (``None``: when stderr is a terminal and the job is large;
+            the embedder shows its own bar while encoding the corpus).
 
     Returns:
         The new records and :class:`MiningStats`.
@@ -121,12 +125,15 @@ def mine_hard_negatives(
     ranks: list[int] = []
     out: list[dict[str, Any]] = []
     kwargs = {} if query_instruction is None else {"instruction": query_instruction}
-    for start in range(0, len(examples), chunk_size):
-        chunk = examples[start : start + chunk_size]
-        qvec = embedder.encode_queries([ex["query"] for ex in chunk], **kwargs)
-        found = index.search(np.asarray(qvec, dtype=np.float32), top_k=min(hi, len(corpus)))
-        for ex, ids in zip(chunk, found.ids):
-            out.append(_mine_one(ex, [int(x) for x in ids], corpus, position, lo, negative_number, rng, stats, ranks))
+    with progress_bar(len(examples), show_progress, "Mining", unit="query") as bar:
+        for start in range(0, len(examples), chunk_size):
+            chunk = examples[start : start + chunk_size]
+            qvec = embedder.encode_queries([ex["query"] for ex in chunk], **kwargs)
+            found = index.search(np.asarray(qvec, dtype=np.float32), top_k=min(hi, len(corpus)))
+            for ex, ids in zip(chunk, found.ids):
+                ranked = [int(x) for x in ids]
+                out.append(_mine_one(ex, ranked, corpus, position, lo, negative_number, rng, stats, ranks))
+            bar.update(len(chunk))
     stats.negatives_per_query = float(np.mean([len(ex["neg"]) for ex in out])) if out else 0.0
     stats.mean_rank = float(np.mean(ranks)) if ranks else 0.0
     edges = [lo, lo + (hi - lo) // 4, lo + (hi - lo) // 2, hi]

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
+SCORE_CHUNK = 16384  # pairs scored per call when a progress bar is shown (each call still length-sorts)
+
 
 class PairScorer(Protocol):
     """Anything with a reranker's ``compute_score(pairs) -> list[float]``."""
@@ -60,6 +62,7 @@ def add_teacher_scores(
     examples: Sequence[dict[str, Any]],
     *,
     query_instruction: str | None = None,
+    show_progress: bool | None = None,
     **score_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Copies of ``examples`` with ``pos_scores``/``neg_scores`` from ``scorer``.
@@ -69,6 +72,8 @@ def add_teacher_scores(
         examples: records with ``query``, ``pos`` and optional ``neg``.
         query_instruction: prefix for the query text the teacher sees (default: none; the
             reranker's own instructions still apply).
+        show_progress: a bar over the pairs scored (``None``: when stderr is a terminal and there are
+            many pairs); with a bar, pairs are scored ``SCORE_CHUNK`` at a time.
         score_kwargs: passed to ``compute_score`` (e.g. ``normalize``, ``max_length``).
 
     Raises:
@@ -80,7 +85,16 @@ def add_teacher_scores(
             raise ValueError(f"examples[{i}] needs a 'query' string and a 'pos' list")
         query = f"{query_instruction}{ex['query']}" if query_instruction else ex["query"]
         pairs.extend((query, p) for p in [*ex["pos"], *ex.get("neg", [])])
-    scores = scorer.compute_score(pairs, **score_kwargs) if pairs else []
+    from flagembed.engine import progress_bar
+
+    scores: list[float] = []
+    with progress_bar(len(pairs), show_progress, "Scoring", unit="pair") as bar:
+        step = SCORE_CHUNK if not bar.disable else max(1, len(pairs))
+        inner = dict(score_kwargs) if bar.disable else {"show_progress": False, **score_kwargs}  # one bar, not two
+        for start in range(0, len(pairs), step):
+            part = pairs[start : start + step]
+            scores.extend(scorer.compute_score(part, **inner))
+            bar.update(len(part))
     if len(scores) != len(pairs):
         raise ValueError(f"the scorer returned {len(scores)} scores for {len(pairs)} pairs")
     out, k = [], 0
@@ -102,6 +116,7 @@ def score_file(
     *,
     model_class: str | None = None,
     reranker_kwargs: dict[str, Any] | None = None,
+    show_progress: bool | None = None,
     **score_kwargs: Any,
 ) -> int:
     """Add teacher scores from ``reranker`` to every record of a training jsonl file; returns pairs scored."""
@@ -109,6 +124,6 @@ def score_file(
 
     examples = read_examples(input_file)
     scorer = load_teacher(reranker, model_class, **(reranker_kwargs or {}))
-    scored = add_teacher_scores(scorer, examples, **score_kwargs)
+    scored = add_teacher_scores(scorer, examples, show_progress=show_progress, **score_kwargs)
     write_jsonl(output_file, scored)
     return sum(len(r["pos_scores"]) + len(r["neg_scores"]) for r in scored)

@@ -91,3 +91,45 @@ def test_clean_errors(berts, tmp_path):
     empty.write_text("")
     res = runner.invoke(app, ["merge", "-m", str(berts[0]), str(berts[1]), "--examples", str(empty), "-o", "x"])
     assert res.exit_code == 2 and "example_data is empty" in res.output
+
+
+def test_merge_copies_only_the_models_own_files(berts, tmp_path):
+    import shutil
+
+    trained = tmp_path / "trained"
+    shutil.copytree(berts[0], trained)
+    tiny_models.add_st_config(trained, "mean", True, 64)
+    ckpt = trained / "checkpoint-500"
+    ckpt.mkdir()
+    (ckpt / "optimizer.pt").write_bytes(b"0" * 10_000)
+    shutil.copy2(trained / "model.safetensors", ckpt / "model.safetensors")
+    for name in ("trainer_state.json", "training_args.bin", "optimizer.pt", "loss_history.json", "flagembed_run.json"):
+        (trained / name).write_text("{}")
+    (trained / "runs").mkdir()
+    (trained / "runs" / "events.out.tfevents.1").write_text("x")
+    out = tmp_path / "m"
+    res = runner.invoke(app, ["merge", "-m", str(trained), str(berts[1]), "-w", "0.5", "0.5", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in out.iterdir())
+    assert "1_Pooling" in names and "2_Normalize" in names and "tokenizer.json" in names and "config.json" in names
+    left_out = {"checkpoint-500", "runs", "trainer_state.json", "training_args.bin", "optimizer.pt"}
+    left_out |= {"loss_history.json", "flagembed_run.json"}
+    assert not left_out & set(names)
+    _check(out, [trained, berts[1]], [0.5, 0.5])
+
+
+def test_merge_by_examples_caps_long_texts_at_the_model_limit(berts, tmp_path):
+    long_text = " ".join(["cells protein gene blood virus"] * 60)  # 300 tokens; the models have 128 positions
+    rows = [
+        {"query": long_text, "pos": [long_text], "neg": ["water fire", long_text + " city"]},
+        {"query": "hiv drug therapy", "pos": ["virus drug clinical"], "neg": [long_text, "fast slow"]},
+    ]
+    examples = tmp_path / "ex.jsonl"
+    examples.write_text("\n".join(json.dumps(r) for r in rows))
+    res = runner.invoke(
+        app,
+        ["merge", "--models", str(berts[0]), str(berts[1]), "--examples", str(examples), "--neg-number", "2",
+         "--out", str(tmp_path / "m"), "--device", "cpu"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "m" / "model.safetensors").is_file()

@@ -66,3 +66,26 @@ def test_rerank_llm_kind_and_errors(tmp_path: Path, docs_file: Path) -> None:
     assert max(r["score"] for r in json.loads(out.stdout)) == pytest.approx(max(scores), rel=1e-5)
     bad = runner.invoke(app, ["rerank", "-m", str(model), "-q", "x", "-d", str(docs_file), "--kind", "nope"])
     assert bad.exit_code == 2 and "unknown --kind" in bad.output
+
+
+def test_rerank_refuses_a_checkpoint_without_reranker_weights(tmp_path: Path, docs_file: Path) -> None:
+    embedder = tiny_models.build_bert(tmp_path / "emb")
+    ce = tiny_models.build_bert(tmp_path / "ce", classifier=True)
+    runner = CliRunner()
+    res = runner.invoke(app, ["rerank", "-m", str(embedder), "-q", "cell", "-d", str(docs_file), "--device", "cpu"])
+    assert res.exit_code == 2 and "no trained classification head" in res.output
+    llm = ["rerank", "-m", str(ce), "-q", "cell", "-d", str(docs_file), "--kind", "llm", "--device", "cpu"]
+    res = runner.invoke(app, llm)
+    assert res.exit_code == 2 and "no trained LM head" in res.output
+
+
+def test_rerank_refuses_top_k_zero_and_an_empty_query(tmp_path: Path, docs_file: Path) -> None:
+    model = tiny_models.build_bert(tmp_path / "ce", seed=7, classifier=True)
+    runner = CliRunner()
+    base = ["rerank", "-m", str(model), "-d", str(docs_file), "--device", "cpu"]
+    res = runner.invoke(app, [*base, "-q", "cell", "-k", "0"])
+    assert res.exit_code == 2 and "top_k must be a positive integer" in res.output
+    for query in ("", "   "):
+        res = runner.invoke(app, [*base, "-q", query])
+        assert res.exit_code == 2 and "query is empty" in res.output
+        assert len(res.output.strip().splitlines()) == 1

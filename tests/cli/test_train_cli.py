@@ -144,3 +144,21 @@ def test_finetune_under_torchrun_with_cross_device_negatives_and_gradient_cache(
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("trained 2 steps") == 1  # reported once, by rank 0
     assert (out / "model.safetensors").is_file() and (out / "loss_history.json").is_file()
+
+
+def test_finetune_without_arguments_prints_a_short_usage():
+    res = runner.invoke(app, ["finetune", "embedder"])
+    assert res.exit_code == 2
+    assert "usage: flagembed finetune embedder --model" in res.output and "--help" in res.output
+    assert len(res.output.splitlines()) <= 4
+    missing = runner.invoke(app, ["finetune", "embedder", "--train-data", "x.jsonl"])
+    assert missing.exit_code == 2 and "required" in missing.output and len(missing.output.splitlines()) <= 4
+
+
+def test_score_refuses_an_embedder_as_teacher(tiny_bert: Path, tmp_path: Path):
+    data = _data(tmp_path / "train.jsonl", n=2)
+    out = tmp_path / "scored.jsonl"
+    res = runner.invoke(
+        app, ["score", "--reranker", str(tiny_bert), "--input", str(data), "--output", str(out), "--device", "cpu"]
+    )
+    assert res.exit_code == 2 and "no trained classification head" in res.output and not out.exists()

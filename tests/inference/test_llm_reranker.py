@@ -123,3 +123,13 @@ def test_peft_adapter_is_merged(tmp_path: Path) -> None:
             want.append(float(lora(input_ids=torch.tensor([seq])).logits[0, -1, yes]))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert not np.allclose(got, plain)
+
+
+def test_checkpoints_without_a_trained_lm_head_are_refused(tmp_path: Path, tiny_qwen2: Path) -> None:
+    import tiny_models
+
+    with pytest.raises(ValueError, match="no trained LM head.*lm_head.weight"):
+        LLMReranker(tiny_qwen2, device="cpu")  # a decoder embedder (AutoModel weights, no LM head)
+    ce = tiny_models.build_bert(tmp_path / "ce", classifier=True)
+    with pytest.raises(ValueError, match="no trained LM head.*--kind cross-encoder"):
+        LLMReranker(ce, device="cpu")

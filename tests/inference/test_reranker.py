@@ -144,3 +144,26 @@ def test_rank_ties_keep_order_and_top_k() -> None:
     assert rank([1.0], ["a"], top_k=0) == []
     with pytest.raises(ValueError, match="top_k"):
         rank([1.0], ["a"], top_k=-1)
+
+
+def test_checkpoints_without_a_trained_head_are_refused(tmp_path: Path, tiny_bert: Path, tiny_xlmr: Path) -> None:
+    import tiny_m3
+    import tiny_rerankers
+
+    with pytest.raises(ValueError, match="no trained classification head.*classifier.*embedder or a BGE-M3"):
+        Reranker(tiny_bert, device="cpu")  # an embedder: BertModel weights only
+    m3 = tiny_m3.build_m3(tmp_path / "m3")
+    with pytest.raises(ValueError, match="no trained classification head"):
+        Reranker(m3, device="cpu")
+    lm = tiny_rerankers.build_decoder_lm(tmp_path / "lm", "qwen2", layers=2)
+    with pytest.raises(ValueError, match="score.weight.*--kind llm"):
+        Reranker(lm, device="cpu")
+
+
+def test_rerank_validates_query_and_top_k(bert_ce: Path) -> None:
+    rr = Reranker(bert_ce, device="cpu")
+    with pytest.raises(ValueError, match="query is empty"):
+        rr.rerank(" ", ["a", "b"])
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        rr.rerank("cell", ["a", "b"], top_k=0)
+    assert [r.index for r in rr.rerank("cell", ["a", "b"], top_k=None)] != []

@@ -158,3 +158,10 @@ def test_bad_temperature_and_truncated_outputs(families, tmp_path):
     with pytest.raises(ValueError, match="example 0: no output token left .* max_input_length=4"):
         mix_models_with_data(families["decoder"], "decoder", GENERATION, max_input_length=4, output_path=tmp_path / "m")
     assert not list(tmp_path.iterdir())
+
+
+def test_long_reranker_examples_are_capped_at_the_position_limit(families):
+    long_text = " ".join(["cells protein gene blood virus"] * 80)  # 400 tokens; the rerankers have 128 positions
+    examples = [{"query": long_text, "pos": [long_text], "neg": [long_text, "water"]}]
+    losses = example_losses(families["reranker"][:2], "reranker", examples, neg_number=2)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))

@@ -144,3 +144,76 @@ def test_lora_on_a_decoder_saves_adapter_and_merged_model(tiny_qwen2: Path, tmp_
     merged = Embedder(result.merged_dir, device="cpu").encode(texts)
     base = Embedder(str(tiny_qwen2), device="cpu", pooling="last_token").encode(texts)
     assert merged.shape == base.shape and not np.allclose(merged, base, atol=1e-4)
+
+
+def test_saved_model_keeps_the_base_models_max_length(tiny_bert: Path, tmp_path: Path):
+    from flagembed.inference import Embedder
+
+    base = tiny_models.add_st_config(_no_dropout_copy(tiny_bert, tmp_path / "base"), "mean", True, max_seq_length=100)
+    data = _train_file(tmp_path / "train.jsonl", n=8)
+    out = tmp_path / "out"
+    finetune_embedder(
+        ModelArguments(model_name_or_path=str(base)),
+        DataArguments(train_data=[str(data)], train_group_size=2, query_max_len=8, passage_max_len=24),
+        _args(out, max_steps=1),
+    )
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 100
+    assert Embedder(str(out), device="cpu").max_length == 100
+    # no sentence-transformers config: the tokenizer's / position table's limit (128 here), not passage_max_len
+    plain = tmp_path / "plain"
+    finetune_embedder(
+        ModelArguments(model_name_or_path=str(tiny_bert)),
+        DataArguments(train_data=[str(data)], train_group_size=2, passage_max_len=24),
+        _args(plain, max_steps=1),
+    )
+    assert json.loads((plain / "sentence_bert_config.json").read_text())["max_seq_length"] == 128
+
+
+def test_foreign_output_dir_is_refused_before_loading_the_model(tiny_bert: Path, tmp_path: Path):
+    data = _train_file(tmp_path / "train.jsonl", n=8)
+    other = tiny_models.build_bert(tmp_path / "other-model", seed=5)
+    (other / "checkpoint-7").mkdir()
+    before = (other / "model.safetensors").read_bytes()
+    data_args = DataArguments(train_data=[str(data)], train_group_size=2, passage_max_len=24)
+    missing = ModelArguments(model_name_or_path=str(tmp_path / "no-such-model"))
+    with pytest.raises(ValueError, match="is not empty.*--overwrite_output_dir"):
+        finetune_embedder(missing, data_args, _args(other, max_steps=1))  # the model is never looked up
+    assert (other / "model.safetensors").read_bytes() == before
+    model = ModelArguments(model_name_or_path=str(tiny_bert))
+    done = finetune_embedder(model, data_args, _args(other, max_steps=1, overwrite_output_dir=True))
+    assert done.global_step == 1 and not (other / "checkpoint-7").exists()
+    # the same run again into its own folder is fine; another model's run there is not
+    assert finetune_embedder(model, data_args, _args(other, max_steps=1)).global_step == 1
+    with pytest.raises(ValueError, match="holds a run of"):
+        other_model = ModelArguments(model_name_or_path=str(other))
+        finetune_embedder(other_model, data_args, _args(other, max_steps=1), resume_from_checkpoint=True)
+    with pytest.raises(ValueError, match="not a folder"):
+        finetune_embedder(model, data_args, _args(data, max_steps=1))
+
+
+def test_final_loss_without_a_logging_step(tiny_bert: Path, tmp_path: Path):
+    data = _train_file(tmp_path / "train.jsonl", n=8)
+    result = finetune_embedder(
+        ModelArguments(model_name_or_path=str(tiny_bert)),
+        DataArguments(train_data=[str(data)], train_group_size=2, passage_max_len=24),
+        _args(tmp_path / "out", max_steps=2, logging_steps=500),
+    )
+    assert result.loss_history == [] and result.final_loss == result.train_loss
+
+
+@pytest.mark.slow
+def test_fine_tuned_minilm_keeps_256_tokens(minilm_path: Path, tmp_path: Path):
+    from flagembed.inference import Embedder
+
+    data = _train_file(tmp_path / "train.jsonl", n=4)
+    out = tmp_path / "minilm-ft"
+    finetune_embedder(
+        ModelArguments(model_name_or_path=str(minilm_path)),
+        DataArguments(train_data=[str(data)], train_group_size=2, query_max_len=16, passage_max_len=64),
+        _args(out, max_steps=1, per_device_train_batch_size=2),
+    )
+    base, tuned = Embedder(str(minilm_path), device="cpu"), Embedder(str(out), device="cpu")
+    assert base.max_length == 256 and tuned.max_length == 256
+    long_text = " ".join(["the protein of the cell was found in blood"] * 20)  # ~200 tokens: past 64, under 256
+    tuned.encode([long_text])
+    assert tuned.last_truncated == 0

@@ -116,3 +116,15 @@ def test_real_model_mining_on_scifact(minilm_path, shared_data):
     assert stats.dropped_positives == len(examples)  # each positive ranked in 0-20 and was removed
     for ex, rec in zip(examples, mined):
         assert ex["pos"][0] not in rec["neg"] and len(rec["neg"]) == 5
+
+
+def test_progress_bar_over_queries(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    examples = [{"query": f"q{i % 7} {i}", "pos": [f"q{i % 7} pos {i}"], "neg": [f"n{i}"]} for i in range(1200)]
+    mine_hard_negatives(HashEmbedder(), examples, range_for_sampling="0-5", negative_number=2, show_progress=False)
+    assert "Mining" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # auto: on for a terminal and a large job
+    mine_hard_negatives(HashEmbedder(), examples, range_for_sampling="0-5", negative_number=2, chunk_size=500)
+    err = capsys.readouterr().err
+    assert "Mining" in err and "/1200" in err

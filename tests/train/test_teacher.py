@@ -43,3 +43,20 @@ def test_bad_records_and_scorers_raise():
 
     with pytest.raises(ValueError, match="2 pairs"):
         add_teacher_scores(Short(), [{"query": "q", "pos": ["a"], "neg": ["b"]}])
+
+
+def test_progress_bar_over_pairs(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    from flagembed.train import teacher
+
+    examples = [{"query": f"q{i}", "pos": ["a" * (i % 50 + 1)], "neg": ["b", "bb"]} for i in range(400)]
+    plain = add_teacher_scores(LengthScorer(), examples)
+    assert "Scoring" not in capsys.readouterr().err  # not a terminal: no bar
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(teacher, "SCORE_CHUNK", 500)
+    scorer = LengthScorer()
+    shown = add_teacher_scores(scorer, examples)
+    err = capsys.readouterr().err
+    assert "Scoring" in err and "/1200" in err and scorer.calls == 3
+    assert shown == plain  # chunked scoring lands every score on its pair

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from flagembed._io import save_json, staged_dir
+from flagembed.engine.progress import progress_bar
 from flagembed.models import TextEncoder, load_backbone
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,12 @@ _SIDE_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "added_tokens.json",
     "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
     "sentencepiece.bpe.model",
     "modules.json",
     "sentence_bert_config.json",
@@ -110,6 +116,28 @@ def source_fingerprint(model_dir: str | os.PathLike[str], revision: str | None =
     return h.hexdigest()
 
 
+def is_export_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a complete flagembed ONNX export (``flagembed export --out``): manifest and graph."""
+    folder = Path(path)
+    return (folder / MANIFEST_FILE).is_file() and (folder / MODEL_FILE).is_file()
+
+
+def open_export_folder(path: str | os.PathLike[str], quantize: Quantize | None = None) -> OnnxExport:
+    """An existing export folder as an :class:`OnnxExport` (nothing is re-exported: the source may be gone).
+
+    Raises:
+        ValueError: no manifest, or ``quantize`` asks for other weights than the folder holds.
+    """
+    folder = Path(path).resolve()
+    manifest = read_manifest(folder)
+    if manifest is None or not (folder / MODEL_FILE).is_file():
+        raise ValueError(f"{folder} is not a flagembed ONNX export (no {MANIFEST_FILE} and {MODEL_FILE})")
+    held = (manifest.get("options") or {}).get("quantize")
+    if quantize is not None and quantize != held:
+        raise ValueError(f"the export {folder} holds {held or 'fp32'} weights, not quantize={quantize!r}")
+    return OnnxExport(folder, manifest, reused=True)
+
+
 def export_options(quantize: Quantize | None = None, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
     """The options an export is keyed by (recorded in its manifest).
 
@@ -169,6 +197,7 @@ def export_onnx(
     revision: str | None = None,
     trust_remote_code: bool = False,
     force: bool = False,
+    show_progress: bool | None = None,
 ) -> OnnxExport:
     """Export (or reuse a fresh cached export of) a checkpoint folder's backbone as ONNX.
 
@@ -179,14 +208,18 @@ def export_onnx(
         opset: ONNX opset of the exported graph.
         revision: the checkpoint's revision, mixed into the fingerprint.
         force: rebuild even when a fresh export exists.
+        show_progress: a bar over the export steps (``None``: when stderr is a terminal).
 
     Returns:
         The export folder with its manifest; ``reused`` says whether it came from the cache.
 
     Raises:
-        ValueError: ``out`` exists, is not empty and is not a flagembed export; or unknown ``quantize``.
+        ValueError: ``out`` is a file, or exists, is not empty and is not a flagembed export; or unknown
+            ``quantize``. Checked before any export work.
         ExportMismatchError: the exported graph does not reproduce the torch model on a probe batch.
     """
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"out {os.fspath(out)!r} is a file; give a folder (an export is a folder)")
     require_onnx()
     source = Path(model_dir).resolve()
     options = export_options(quantize, opset)
@@ -200,19 +233,36 @@ def export_onnx(
         raise ValueError(f"{target} exists, is not empty and is not a flagembed ONNX export; choose another folder")
     if manifest is not None and not force:
         logger.warning("the ONNX export in %s is stale (weights or options changed); rebuilding it", target)
-    with staged_dir(target) as tmp:
+    steps = ["exporting the fp32 graph", "quantizing to int8"] if quantize == "int8" else ["exporting the graph"]
+    with staged_dir(target) as tmp, progress_bar(
+        len(steps) + 1, show_progress, f"ONNX export of {source.name}", unit="step", min_items=1
+    ) as bar:
+        bar.set_postfix_str(steps[0])
         if quantize == "int8":
-            base = export_onnx(source, opset=opset, revision=revision, trust_remote_code=trust_remote_code)
+            # into the cache when exporting to the cache; with ``out``, into the staging folder only
+            scratch = None if out is None else tmp / "fp32"
+            base = export_onnx(
+                source, out=scratch, opset=opset, revision=revision, trust_remote_code=trust_remote_code,
+                show_progress=False,
+            )  # fmt: skip
+            bar.update(1)
+            bar.set_postfix_str(steps[1])
             files = quantize_int8(base.model_file, tmp / MODEL_FILE)
+            if scratch is not None:
+                shutil.rmtree(scratch)
         else:
             files = _export_fp32(source, tmp / MODEL_FILE, opset, trust_remote_code)
+        bar.update(1)
+        bar.set_postfix_str("copying tokenizer and config files")
         for name in _SIDE_FILES:
             if (source / name).is_file():
                 shutil.copy2(source / name, tmp / name)
-        if (source / "1_Pooling").is_dir():
-            shutil.copytree(source / "1_Pooling", tmp / "1_Pooling")
+        for module in ("1_Pooling", "2_Normalize"):
+            if (source / module).is_dir():
+                shutil.copytree(source / module, tmp / module)
         manifest = _manifest(source, fingerprint, options, revision, files)
         save_json(tmp / MANIFEST_FILE, manifest)  # written last: its presence marks a complete export
+        bar.update(1)
     logger.info("wrote the ONNX export %s", target)
     return OnnxExport(target, manifest, reused=False)
 

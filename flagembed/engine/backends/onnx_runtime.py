@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from flagembed.engine.backends.onnx_export import OnnxExport, Quantize, export_onnx
+from flagembed.engine.backends.onnx_export import (
+    OnnxExport,
+    Quantize,
+    export_onnx,
+    is_export_folder,
+    open_export_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +95,43 @@ def load_onnx_runner(
     revision: str | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[OnnxRunner, OnnxExport]:
-    """Export the checkpoint (or reuse its fresh cached export) and open an onnxruntime session on it."""
-    export = export_onnx(model_dir, quantize=quantize, revision=revision, trust_remote_code=trust_remote_code)
+    """Export the checkpoint (or reuse its fresh cached export) and open an onnxruntime session on it.
+
+    ``model_dir`` may also be an export folder itself (``flagembed export --out``): it is opened as is.
+    """
+    if is_export_folder(model_dir):
+        export = open_export_folder(model_dir, quantize)
+    else:
+        export = export_onnx(model_dir, quantize=quantize, revision=revision, trust_remote_code=trust_remote_code)
     return OnnxRunner(export.model_file, num_threads=num_threads), export
+
+
+class ConfigOnlyBackbone(torch.nn.Module):
+    """Stands in for the torch backbone of an export folder: the graph runs in ONNX, pooling needs only the config."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Never called: an export folder has no torch weights."""
+        raise NotImplementedError("this model is an ONNX export folder: it runs with backend='onnx' only")
+
+
+def export_backbone(folder: str | os.PathLike[str], backend: str, trust_remote_code: bool = False) -> torch.nn.Module:
+    """The stand-in backbone (config only) for an export folder opened with an ONNX backend.
+
+    Raises:
+        ValueError: ``backend="torch"``: an export folder has no torch weights.
+    """
+    if backend == "torch":
+        raise ValueError(
+            f"{folder} is an ONNX export folder (no torch weights): load it with backend='onnx', "
+            "or load the original checkpoint"
+        )
+    from transformers import AutoConfig
+
+    return ConfigOnlyBackbone(AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)).eval()
 
 
 class OpenVinoRunner:
@@ -152,5 +192,10 @@ def load_runner(
         raise ValueError(f"unknown backend {backend!r}; valid: onnx, openvino")
     if quantize is not None:
         raise ValueError("quantize='int8' is available with backend='onnx'; backend='openvino' runs fp32")
-    export = export_onnx(model_dir, revision=revision, trust_remote_code=trust_remote_code)
+    if is_export_folder(model_dir):
+        export = open_export_folder(model_dir)
+        if (export.manifest.get("options") or {}).get("quantize"):
+            raise ValueError(f"{export.path} is an int8 export; backend='openvino' runs fp32 exports")
+    else:
+        export = export_onnx(model_dir, revision=revision, trust_remote_code=trust_remote_code)
     return OpenVinoRunner(export.model_file, num_threads=num_threads), export
