@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Hashable, Iterable
@@ -22,13 +23,19 @@ from flagembed.serve import schemas as s
 from flagembed.serve.auth import ApiKeys, AuthMiddleware
 from flagembed.serve.backends import ModelHost, RunFn
 from flagembed.serve.batcher import BatcherClosedError, BatchingConfig, DynamicBatcher, QueueFullError
-from flagembed.serve.limits import ApiError, Limits, PayloadLimitMiddleware
+from flagembed.serve.limits import (
+    ApiError,
+    ConnectionLimits,
+    Limits,
+    PayloadLimitMiddleware,
+    ShutdownGuardMiddleware,
+)
 from flagembed.serve.metrics import Metrics, MetricsMiddleware
 
 logger = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": s.ErrorResponse} for code in (401, 404, 413, 422, 429, 500, 503)
+    code: {"model": s.ErrorResponse} for code in (400, 401, 404, 408, 413, 422, 429, 500, 503)
 }
 INLINE_TOKENIZE = 8  # requests with at most this many texts are tokenized on the event loop (cheaper than a thread)
 
@@ -44,6 +51,7 @@ class ServerState:
     keys: ApiKeys
     cors_origins: tuple[str, ...] = ()
     drain_timeout_s: float = 30.0
+    connections: ConnectionLimits = ConnectionLimits()
 
 
 @dataclass
@@ -65,6 +73,7 @@ def create_app(
     api_keys: ApiKeys | Iterable[str] | None = None,
     cors_origins: Iterable[str] = (),
     drain_timeout_s: float = 30.0,
+    connections: ConnectionLimits | None = None,
 ) -> FastAPI:
     """Build the app around loaded models; the batcher starts and drains with the app's lifespan.
 
@@ -75,14 +84,17 @@ def create_app(
         api_keys: accepted Bearer keys (plus ``FLAGEMBED_API_KEY``); none means open.
         cors_origins: allowed browser origins; CORS is off when empty.
         drain_timeout_s: how long shutdown waits for queued requests.
+        connections: connection timeouts and caps; the app enforces the body timeout and reports all
+            of them in ``/info``, :func:`flagembed.serve.make_server` applies the rest.
     """
     limits = limits or Limits()
+    connections = connections or ConnectionLimits()
     keys = api_keys if isinstance(api_keys, ApiKeys) else ApiKeys(api_keys or ())
     metrics = Metrics()
     cfg = replace(batching or BatchingConfig(), max_pending=limits.max_concurrent_requests)
     batcher = DynamicBatcher(cfg, on_batch=metrics.observe_batch)
     metrics.track_depth(lambda: batcher.depth)
-    state = ServerState(host, limits, batcher, metrics, keys, tuple(cors_origins), drain_timeout_s)
+    state = ServerState(host, limits, batcher, metrics, keys, tuple(cors_origins), drain_timeout_s, connections)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,14 +109,15 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible embeddings, rerank, sparse and multi-vector endpoints.",
         lifespan=lifespan,
-    )
+    )  # with an API key set, /docs, /redoc and /openapi.json need it too (auth.OPEN_PATHS)
     app.state.flagembed = state
     _add_routes(app, state)
-    for exc_type in (ApiError, RequestValidationError, StarletteHTTPException):
+    for exc_type in (ApiError, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(exc_type, _error_response)  # type: ignore[arg-type]
-    app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
+    app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes, timeout_s=connections.body_timeout_s)
     app.add_middleware(AuthMiddleware, keys=keys)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(ShutdownGuardMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     if state.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -147,30 +160,27 @@ def _add_routes(app: FastAPI, st: ServerState) -> None:
     async def multivector(req: s.MultiVectorRequest) -> Response:
         """ColBERT vectors (BGE-M3 multi-vector output), one per token."""
         prep = await _prepare(st, req, "multivector", needs_m3=True)
+        dim = host.multivector_dim
+        if dim:  # one vector per token but the first ([CLS]), as M3 does: refuse before computing
+            vectors = max(prep.tokens - len(prep.texts), 0)
+            st.limits.check_multivector(vectors * dim, vectors, dim, exact=False)
         out = await _submit(st, ("colbert", prep.max_length), prep.texts, host.multivector_task(prep.max_length))
-        data = [
-            {
-                "object": "multivector_embedding",
-                "index": i,
-                "shape": list(m.shape),
-                "embedding": _vector(m, req.encoding_format),
-            }
-            for i, m in enumerate(out)
-        ]
-        return _list_response(data, prep)
+        vectors = sum(int(m.shape[0]) for m in out)
+        st.limits.check_multivector(sum(int(m.size) for m in out), vectors, int(out[0].shape[1]) if out else 0, True)
+        return _multivector_response(out, req.encoding_format, prep)
 
     @app.post("/v1/rerank", response_model=s.RerankResponse, responses=ERRORS)
     async def rerank(req: s.RerankRequest) -> Response:
         """Score documents against a query (Cohere/Jina schema), best first."""
         name = host.resolve(req.model, reranker=True)
+        st.limits.check_inputs(len(req.documents), "documents")
         docs = req.texts()
-        st.limits.check_inputs(len(docs), "documents")
         scores = np.asarray(await _submit(st, ("rerank",), [(req.query, d) for d in docs], host.rerank_task()))
         order = np.argsort(-scores, kind="stable")[: req.top_n]
         results = [{"index": int(i), "relevance_score": float(scores[i])} for i in order]
         if req.return_documents:
             for r in results:
-                r["document"] = {"text": docs[r["index"]]}
+                r["document"] = req.returned(r["index"])
         tokens = host.count_rerank_tokens(req.query, docs)
         st.metrics.inputs.labels("rerank").inc(len(docs))
         st.metrics.tokens.labels("rerank").inc(tokens)
@@ -199,6 +209,7 @@ def _add_routes(app: FastAPI, st: ServerState) -> None:
             "limits": {**st.limits.as_dict(), "max_input_tokens": _token_limit(st, None)},
             "batching": asdict(st.batcher.config),
             "batch_stats": asdict(st.batcher.stats),
+            "connections": st.connections.as_dict(),
             "auth": bool(st.keys),
             "cors_origins": list(st.cors_origins),
         }
@@ -289,16 +300,48 @@ def _list_response(data: list[dict[str, Any]], prep: Prepared) -> JSONResponse:
     return JSONResponse(body)
 
 
+def _multivector_response(out: list[np.ndarray], encoding_format: str, prep: Prepared) -> Response:
+    """The body built one item at a time, so float lists exist for one input at most (not the whole reply)."""
+    parts = [b'{"object":"list","data":[']
+    for i in range(len(out)):
+        m, out[i] = out[i], None  # type: ignore[call-overload]
+        item = {"object": "multivector_embedding", "index": i, "shape": list(m.shape)}
+        item["embedding"] = _vector(m, encoding_format)
+        parts.append((b"," if i else b"") + json.dumps(item, allow_nan=False, separators=(",", ":")).encode())
+    usage = {"prompt_tokens": prep.tokens, "total_tokens": prep.tokens}
+    tail = {"model": prep.name, "usage": usage, "truncated": prep.truncated}
+    parts.append(b"]," + json.dumps(tail, ensure_ascii=False, separators=(",", ":")).encode()[1:])
+    return Response(b"".join(parts), media_type="application/json")
+
+
+def _parse_error(exc: StarletteHTTPException) -> ApiError | None:
+    """FastAPI answers 400 when the body is JSON Python cannot decode; the documented answer is 422."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        msg = f"body is not valid UTF-8 (byte {cause.start}): send JSON text"
+    elif isinstance(cause, RecursionError):
+        msg = "body is nested too deeply to parse"
+    elif isinstance(cause, ValueError):  # e.g. an integer over Python's 4300-digit limit
+        msg = f"body is not valid JSON ({cause})"
+    else:
+        return None
+    return ApiError(422, msg, param="body", code="invalid_json")
+
+
 def _error_response(request: Request, exc: Exception) -> JSONResponse:
     """The one error mapper: every failure becomes ``{"error": {...}}`` with the right status."""
     if isinstance(exc, RequestValidationError):
         err = ApiError(422, _validation_message(exc.errors()), param=_first_param(exc.errors()))
+    elif isinstance(exc, StarletteHTTPException) and (parsed := _parse_error(exc)) is not None:
+        err = parsed
     elif isinstance(exc, StarletteHTTPException):
         err = ApiError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     elif isinstance(exc, ApiError):
         err = exc
-    else:  # registered types only; keep the mapper total anyway
-        err = ApiError(500, f"{type(exc).__name__}: {exc}")
+    else:  # anything unexpected (Starlette logs the traceback once): JSON, not a text page
+        err = ApiError(500, f"internal error: {type(exc).__name__}")
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 

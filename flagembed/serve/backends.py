@@ -122,6 +122,12 @@ class ModelHost:
         return int(dim) if isinstance(dim, (int, np.integer)) else None
 
     @property
+    def multivector_dim(self) -> int | None:
+        """ColBERT vector size, when the model says (``colbert_dim``); lets the server bound output up front."""
+        dim = getattr(self.model, "colbert_dim", None) if self.kind == "m3" else None
+        return int(dim) if isinstance(dim, (int, np.integer)) and dim > 0 else None
+
+    @property
     def supports_dimensions(self) -> bool:
         return self._dims_kw
 
@@ -305,7 +311,9 @@ def load_host(
         obj = Embedder(model, **common)
     rr = load_reranker(reranker, device=device, dtype=dtype, batch_size=batch_size) if reranker else None
     name = served_name or _short_name(model)
-    aliases = tuple(a for a in dict.fromkeys([str(model), _short_name(model)]) if a != name)
+    # Names only: a local folder's path is neither accepted as a model name nor shown (404s, /info).
+    candidates = [_short_name(model)] if _is_path(model) else [str(model), _short_name(model)]
+    aliases = tuple(a for a in dict.fromkeys(candidates) if a != name)
     return ModelHost(
         name=name,
         model=obj,
@@ -333,6 +341,12 @@ def load_reranker(name: str, **kwargs: Any) -> Any:
     spec = lookup(name)
     module, cls = RERANKER_CLASSES.get(spec.kind if spec is not None else "reranker", RERANKER_CLASSES["reranker"])
     return getattr(importlib.import_module(module), cls)(name, **kwargs)
+
+
+def _is_path(model: str) -> bool:
+    """A filesystem path rather than a registry name or hub id (``org/name``)."""
+    text = str(model)
+    return os.path.isabs(text) or text.startswith((".", "~")) or os.path.exists(text)
 
 
 def _short_name(model: str) -> str:
