@@ -25,7 +25,7 @@ def serve(
     max_payload_bytes: int = typer.Option(2 * 1024 * 1024, help="Largest request body (413 beyond)."),
     max_inputs: int = typer.Option(512, help="Texts or documents per request (413 beyond)."),
     max_input_tokens: Optional[int] = typer.Option(None, help="Tokens per input (default: the model's max length)."),
-    max_multivector_values: int = typer.Option(2**22, help="ColBERT vectors x dim per request (413 beyond)."),
+    max_multivector_values: int = typer.Option(2**20, help="ColBERT vectors x dim per request (413 beyond)."),
     truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut long inputs (default) or reject them."),
     max_concurrent: int = typer.Option(256, help="Requests queued or running before 429."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Coalesce concurrent requests."),

@@ -159,15 +159,12 @@ def _add_routes(app: FastAPI, st: ServerState) -> None:
     @app.post("/v1/embeddings/multivector", response_model=s.MultiVectorResponse, responses=ERRORS)
     async def multivector(req: s.MultiVectorRequest) -> Response:
         """ColBERT vectors (BGE-M3 multi-vector output), one per token."""
-        prep = await _prepare(st, req, "multivector", needs_m3=True)
-        dim = host.multivector_dim
-        if dim:  # one vector per token but the first ([CLS]), as M3 does: refuse before computing
-            vectors = max(prep.tokens - len(prep.texts), 0)
-            st.limits.check_multivector(vectors * dim, vectors, dim, exact=False)
+        prep = await _prepare(st, req, "multivector", needs_m3=True, vector_dim=host.multivector_dim)
         out = await _submit(st, ("colbert", prep.max_length), prep.texts, host.multivector_task(prep.max_length))
         vectors = sum(int(m.shape[0]) for m in out)
-        st.limits.check_multivector(sum(int(m.size) for m in out), vectors, int(out[0].shape[1]) if out else 0, True)
-        return _multivector_response(out, req.encoding_format, prep)
+        st.limits.check_multivector(sum(int(m.size) for m in out), vectors, int(out[0].shape[1]) if out else 0)
+        body = await run_in_threadpool(_multivector_body, out, req.encoding_format, prep)  # the loop keeps serving
+        return Response(body, media_type="application/json")
 
     @app.post("/v1/rerank", response_model=s.RerankResponse, responses=ERRORS)
     async def rerank(req: s.RerankRequest) -> Response:
@@ -227,8 +224,14 @@ def _token_limit(st: ServerState, input_type: str | None) -> int:
     return min(model_max, cap) if cap else model_max
 
 
-async def _prepare(st: ServerState, req: Any, endpoint: str, needs_m3: bool = False) -> Prepared:
-    """Resolve the model, check the input count, apply instructions, count tokens and enforce the token limit."""
+async def _prepare(
+    st: ServerState, req: Any, endpoint: str, needs_m3: bool = False, vector_dim: int | None = None
+) -> Prepared:
+    """Resolve the model, check the input count, apply instructions, count tokens and enforce the token limit.
+
+    With ``vector_dim`` (multi-vector output of that size per token), the output bound is checked first,
+    reading texts a few at a time so that a request far over the bound is refused after a few texts.
+    """
     name = st.host.resolve(req.model)
     if needs_m3 and st.host.kind != "m3":
         raise ApiError(
@@ -238,6 +241,11 @@ async def _prepare(st: ServerState, req: Any, endpoint: str, needs_m3: bool = Fa
     st.limits.check_inputs(len(texts))
     texts = st.host.format_inputs(texts, req.input_type)
     limit = _token_limit(st, req.input_type)
+    if vector_dim and len(texts) * (limit - 1) * vector_dim > st.limits.max_multivector_values:
+        if len(texts) <= INLINE_TOKENIZE:
+            _check_vector_budget(st, texts, limit, vector_dim)
+        else:
+            await run_in_threadpool(_check_vector_budget, st, texts, limit, vector_dim)
     if len(texts) <= INLINE_TOKENIZE:
         tok = st.host.count_tokens(texts, limit)
     else:
@@ -256,6 +264,20 @@ async def _prepare(st: ServerState, req: Any, endpoint: str, needs_m3: bool = Fa
     st.metrics.tokens.labels(endpoint).inc(tok.num_tokens)
     st.metrics.truncated.inc(tok.num_truncated)
     return Prepared(name, texts, limit, tok.num_tokens, tok.num_truncated)
+
+
+def _check_vector_budget(st: ServerState, texts: list[str], max_length: int, dim: int) -> None:
+    """413 as soon as the texts read so far would give more than ``max_multivector_values`` floats.
+
+    M3 returns one vector per token but the first ([CLS]); chunks double from 8 texts, so an abusive
+    request costs a few small tokenizer calls, a fitting one at most twice its (bounded) tokens.
+    """
+    vectors, start, chunk = 0, 0, INLINE_TOKENIZE
+    while start < len(texts):
+        tok = st.host.count_tokens(texts[start : start + chunk], max_length)
+        vectors += sum(max(len(ids) - 1, 0) for ids in tok.ids)
+        st.limits.check_multivector(vectors * dim, vectors, dim, partial=start + chunk < len(texts))
+        start, chunk = start + chunk, chunk * 2
 
 
 def _check_dimensions(host: ModelHost, dims: int | None) -> int | None:
@@ -300,18 +322,22 @@ def _list_response(data: list[dict[str, Any]], prep: Prepared) -> JSONResponse:
     return JSONResponse(body)
 
 
-def _multivector_response(out: list[np.ndarray], encoding_format: str, prep: Prepared) -> Response:
-    """The body built one item at a time, so float lists exist for one input at most (not the whole reply)."""
+def _multivector_body(out: list[np.ndarray], encoding_format: str, prep: Prepared) -> bytes:
+    """The JSON body built a row at a time: Python float lists exist for one vector at most (not the whole
+    reply), and the GIL is released between rows, so other requests keep flowing while a big reply is built."""
     parts = [b'{"object":"list","data":[']
     for i in range(len(out)):
         m, out[i] = out[i], None  # type: ignore[call-overload]
-        item = {"object": "multivector_embedding", "index": i, "shape": list(m.shape)}
-        item["embedding"] = _vector(m, encoding_format)
-        parts.append((b"," if i else b"") + json.dumps(item, allow_nan=False, separators=(",", ":")).encode())
+        head = f'{"," if i else ""}{{"object":"multivector_embedding","index":{i},"shape":[{m.shape[0]},{m.shape[1]}]'
+        if encoding_format == "base64":
+            parts.append(f'{head},"embedding":"{_vector(m, "base64")}"}}'.encode())
+            continue
+        rows = (json.dumps(row.tolist(), allow_nan=False, separators=(",", ":")).encode() for row in m)
+        parts.append(f'{head},"embedding":['.encode() + b",".join(rows) + b"]}")
     usage = {"prompt_tokens": prep.tokens, "total_tokens": prep.tokens}
     tail = {"model": prep.name, "usage": usage, "truncated": prep.truncated}
     parts.append(b"]," + json.dumps(tail, ensure_ascii=False, separators=(",", ":")).encode()[1:])
-    return Response(b"".join(parts), media_type="application/json")
+    return b"".join(parts)
 
 
 def _parse_error(exc: StarletteHTTPException) -> ApiError | None:

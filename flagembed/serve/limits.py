@@ -38,7 +38,7 @@ class Limits:
     truncate: bool = True
     max_concurrent_requests: int = 256
     retry_after_s: int = 1
-    max_multivector_values: int = 2**22
+    max_multivector_values: int = 2**20
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_inputs", "max_concurrent_requests", "retry_after_s"):
@@ -64,10 +64,11 @@ class Limits:
             )
 
 
-    def check_multivector(self, values: int, vectors: int, dim: int, exact: bool) -> None:
-        """Raise 413 when a multi-vector response would hold more than ``max_multivector_values`` floats."""
+    def check_multivector(self, values: int, vectors: int, dim: int, partial: bool = False) -> None:
+        """Raise 413 when a multi-vector response would hold more than ``max_multivector_values`` floats
+        (``partial``: counted from the first inputs only, so the reply would hold at least that many)."""
         if values > self.max_multivector_values:
-            what = "" if exact else "up to "
+            what = "at least " if partial else ""
             raise ApiError(
                 413,
                 f"the response would hold {what}{vectors} vectors x {dim} dims = {values} values; the limit is "

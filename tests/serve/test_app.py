@@ -310,9 +310,11 @@ def test_multivector_output_bound_after_compute(m3_host):
         assert c.post("/v1/embeddings/multivector", json={"input": TEXTS[:1]}).status_code == 200
         fake.colbert_dim = fake.dim  # a model that states its ColBERT size is refused before it runs
         calls = len(fake.calls)
-        assert "up to" in _err(c.post("/v1/embeddings/multivector", json={"input": TEXTS}), 413)
+        assert "max_multivector_values" in _err(c.post("/v1/embeddings/multivector", json={"input": TEXTS}), 413)
         assert len(fake.calls) == calls
         assert c.get("/info").json()["limits"]["max_multivector_values"] == limit
+        many = _err(c.post("/v1/embeddings/multivector", json={"input": [TEXTS[3]] * 500}), 413)
+        assert "at least" in many and len(fake.calls) == calls  # refused after reading a few of the 500 texts
 
 
 @pytest.mark.parametrize(
