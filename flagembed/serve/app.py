@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,6 +54,15 @@ class ServerState:
     cors_origins: tuple[str, ...] = ()
     drain_timeout_s: float = 30.0
     connections: ConnectionLimits = ConnectionLimits()
+    # Large requests are tokenized here, one at a time and in arrival order, so a flood of big requests
+    # occupies one thread (and about one core) instead of every thread of the shared pool.
+    tokenize_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="flagembed-tokenize")
+    )
+
+    async def tokenize(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a tokenizer-bound call for a large request on :attr:`tokenize_pool`."""
+        return await asyncio.get_running_loop().run_in_executor(self.tokenize_pool, fn, *args)
 
 
 @dataclass
@@ -101,6 +112,7 @@ def create_app(
         batcher.start()
         yield
         await run_in_threadpool(batcher.close, drain_timeout_s)
+        state.tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     from flagembed import __version__
 
@@ -245,11 +257,11 @@ async def _prepare(
         if len(texts) <= INLINE_TOKENIZE:
             _check_vector_budget(st, texts, limit, vector_dim)
         else:
-            await run_in_threadpool(_check_vector_budget, st, texts, limit, vector_dim)
+            await st.tokenize(_check_vector_budget, st, texts, limit, vector_dim)
     if len(texts) <= INLINE_TOKENIZE:
         tok = st.host.count_tokens(texts, limit)
     else:
-        tok = await run_in_threadpool(st.host.count_tokens, texts, limit)
+        tok = await st.tokenize(st.host.count_tokens, texts, limit)
     truncate = st.limits.truncate if req.truncate is None else req.truncate
     if not truncate and tok.num_truncated:
         i = int(np.flatnonzero(tok.truncated)[0])
@@ -269,13 +281,15 @@ async def _prepare(
 def _check_vector_budget(st: ServerState, texts: list[str], max_length: int, dim: int) -> None:
     """413 as soon as the texts read so far would give more than ``max_multivector_values`` floats.
 
-    M3 returns one vector per token but the first ([CLS]); chunks double from 8 texts, so an abusive
-    request costs a few small tokenizer calls, a fitting one at most twice its (bounded) tokens.
+    M3 returns one vector per token but the first ([CLS]). The first chunk is the fewest full-length texts
+    that would overflow, later chunks double: a request far over the bound costs one small tokenizer call,
+    a fitting one its own (bounded) tokens once more.
     """
-    vectors, start, chunk = 0, 0, INLINE_TOKENIZE
+    budget = st.limits.max_multivector_values // dim
+    vectors, start, chunk = 0, 0, max(INLINE_TOKENIZE, budget // max(max_length - 1, 1) + 1)
     while start < len(texts):
-        tok = st.host.count_tokens(texts[start : start + chunk], max_length)
-        vectors += sum(max(len(ids) - 1, 0) for ids in tok.ids)
+        lengths = st.host.token_lengths(texts[start : start + chunk], max_length)
+        vectors += sum(max(n - 1, 0) for n in lengths)
         st.limits.check_multivector(vectors * dim, vectors, dim, partial=start + chunk < len(texts))
         start, chunk = start + chunk, chunk * 2
 

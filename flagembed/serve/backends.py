@@ -155,6 +155,12 @@ class ModelHost:
         with self._tok_lock:
             return tokenize(self._tokenizer, texts, max_length)
 
+    def token_lengths(self, texts: list[str], max_length: int) -> list[int]:
+        """Tokens per text after truncation to ``max_length`` (one tokenizer call; thread-safe)."""
+        with self._tok_lock:
+            ids = self._tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)
+        return [len(x) for x in ids["input_ids"]]
+
     def count_rerank_tokens(self, query: str, documents: list[str]) -> int:
         """Tokens a rerank request reads: the query once per document plus every document."""
         tok = self._rerank_tokenizer
