@@ -8,15 +8,16 @@ and a reranker, then runs bounded phases, each ``--seconds`` long:
   (``"\\ud800"``) to embeddings, sparse, multivector and rerank in turn;
 * ``multivector``: the same, plus abusers sending maximal multi-vector requests (``max_inputs`` texts of the
   model's full length, far over ``max_multivector_values``);
-* ``baseline_end``: the baseline again; ratios are against the mean of both baselines (a shared machine drifts);
 
-and reports the good clients' requests/s per phase (ratio to baseline), the server's peak RSS, and finally how
-long ``--slow`` idle, slow-header and slow-body connections stay open against the configured timeouts.
+Abuse phases alternate with baselines (``--rounds`` times each, abusers in a separate client process), and each
+abuse phase is compared with the mean of the baselines on either side, since a shared machine drifts. It
+reports the good clients' requests/s (mean ratio per abuse kind), the server's peak RSS, and finally how long
+``--slow`` idle, slow-header and slow-body connections stay open against the configured timeouts.
 
 With no ``--model``, it builds tiny random checkpoints (tests/tiny_m3.py with bge-m3-sized 1024-dim ColBERT
 vectors, and a tiny cross-encoder), so it runs offline in about a minute:
 
-    python benchmarks/serve_abuse.py --seconds 8
+    python benchmarks/serve_abuse.py --seconds 6 --rounds 2
 """
 
 from __future__ import annotations
@@ -24,20 +25,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import psutil
 from serve_load import SENTENCES, free_port, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = " ".join(SENTENCES) * 8  # well over any tiny model's max length
-PHASES = ("baseline", "surrogates", "multivector", "baseline_end")
+ABUSE_KINDS = ("surrogates", "multivector")
+SERVER: psutil.Process  # the server under test, set in main()
 
 
 def tiny_models(folder: Path) -> tuple[str, str]:
@@ -86,14 +91,41 @@ def abuse_payloads(kind: str, max_inputs: int) -> list[tuple[str, bytes]]:
     return [("/v1/embeddings/multivector", json.dumps({"input": [LONG[:2000]] * max_inputs}).encode())]
 
 
-async def phase(url: str, good: int, abusers: int, kind: str, seconds: float, max_inputs: int) -> dict:
-    ok = errors = abuse_sent = 0
-    abuse_status: dict[int, int] = {}
+async def abuse(url: str, abusers: int, kind: str, seconds: float, max_inputs: int, rate: float) -> dict:
+    """``abusers`` clients cycling through :func:`abuse_payloads` for ``seconds`` (each at most ``rate``
+    requests/s; 0: as fast as the server answers); status counts."""
+    status: dict[int, int] = {}
     stop = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=good + abusers, max_keepalive_connections=good + abusers)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+    payloads = abuse_payloads(kind, max_inputs)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=abusers)) as http:
 
-        async def good_client(k: int) -> None:
+        async def abuser(k: int) -> None:
+            i = k
+            while time.monotonic() < stop:
+                path, body = payloads[i % len(payloads)]
+                sent = time.monotonic()
+                r = await http.post(path, content=body, headers={"content-type": "application/json"})
+                status[r.status_code] = status.get(r.status_code, 0) + 1
+                i += 1
+                if rate > 0:
+                    await asyncio.sleep(max(0.0, sent + 1 / rate - time.monotonic()))
+
+        await asyncio.gather(*(abuser(k) for k in range(abusers)))
+    return status
+
+
+def abuse_process(url: str, abusers: int, kind: str, seconds: float, max_inputs: int, rate: float, out: Any) -> None:
+    """Abusers in their own process, so their client-side work does not slow the good clients' event loop."""
+    out.put(asyncio.run(abuse(url, abusers, kind, seconds, max_inputs, rate)))
+
+
+async def good_clients(url: str, good: int, seconds: float) -> dict:
+    """``good`` clients alternating one-sentence embeddings and 4-document rerank calls for ``seconds``."""
+    ok = errors = 0
+    stop = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_connections=good)) as http:
+
+        async def client(k: int) -> None:
             nonlocal ok, errors
             i = k
             while time.monotonic() < stop:
@@ -105,22 +137,30 @@ async def phase(url: str, good: int, abusers: int, kind: str, seconds: float, ma
                 ok, errors = (ok + 1, errors) if r.status_code == 200 else (ok, errors + 1)
                 i += good
 
-        async def abuser(k: int) -> None:
-            nonlocal abuse_sent
-            payloads = abuse_payloads(kind, max_inputs)
-            i = k
-            while time.monotonic() < stop:
-                path, body = payloads[i % len(payloads)]
-                r = await http.post(path, content=body, headers={"content-type": "application/json"})
-                abuse_status[r.status_code] = abuse_status.get(r.status_code, 0) + 1
-                abuse_sent += 1
-                i += 1
-
         start = time.perf_counter()
-        tasks = [good_client(k) for k in range(good)] + [abuser(k) for k in range(abusers)]
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*(client(k) for k in range(good)))
         elapsed = time.perf_counter() - start
-    return {"good_rps": ok / elapsed, "good_errors": errors, "abuse_requests": abuse_sent, "abuse_status": abuse_status}
+    return {"good_rps": ok / elapsed, "good_errors": errors}
+
+
+def phase(url: str, good: int, abusers: int, kind: str, seconds: float, max_inputs: int, rate: float = 0) -> dict:
+    """One bounded phase: good clients here, abusers (if any) in a second process at the same time."""
+    proc = None
+    if abusers:
+        ctx = multiprocessing.get_context("spawn")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=abuse_process, args=(url, abusers, kind, seconds, max_inputs, rate, queue))
+        proc.start()
+        time.sleep(1.0)  # let the abusers start (spawn imports) before measuring
+    cpu = SERVER.cpu_times()
+    result = asyncio.run(good_clients(url, good, seconds - 1.0 if abusers else seconds))
+    after = SERVER.cpu_times()
+    result["server_cpu_s"] = after.user + after.system - cpu.user - cpu.system
+    status: dict[int, int] = {}
+    if proc is not None:
+        status = queue.get(timeout=seconds + 120)
+        proc.join(30)
+    return {**result, "abuse_requests": sum(status.values()), "abuse_status": status}
 
 
 async def slow_connections(port: int, n: int, wait_s: float) -> dict:
@@ -157,15 +197,18 @@ def main() -> None:
     parser.add_argument("--reranker", help="cross-encoder (default: a tiny random one)")
     parser.add_argument("--good", type=int, default=40)
     parser.add_argument("--abusers", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=2, help="abuse phases of each kind")
+    parser.add_argument("--abuse-rate", type=float, default=0.0, help="requests/s per abuser (0: flood)")
     parser.add_argument("--slow", type=int, default=200, help="slow/idle connections to open at the end")
     parser.add_argument("--timeout", type=float, default=2.0, help="server --header-timeout and --body-timeout")
     parser.add_argument("--max-inputs", type=int, default=512)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/serve_abuse.json")
     args = parser.parse_args()
-    if not (1 <= args.good <= 200 and 0 <= args.abusers <= 100 and 0 < args.seconds <= 120 and 0 <= args.slow <= 1000):
-        raise SystemExit("--good 1..200, --abusers 0..100, --seconds (0, 120], --slow 0..1000")
+    bounded = 1 <= args.rounds <= 10 and 1 <= args.good <= 200 and 0 <= args.abusers <= 100
+    if not (bounded and 2 < args.seconds <= 120 and 0 <= args.slow <= 1000):
+        raise SystemExit("--rounds 1..10, --good 1..200, --abusers 0..100, --seconds (2, 120], --slow 0..1000")
 
     with tempfile.TemporaryDirectory() as tmp:
         model, reranker = args.model, args.reranker
@@ -179,33 +222,45 @@ def main() -> None:
         ]  # fmt: skip
         proc = start_server(model, port, True, extra, args.device)
         url = f"http://127.0.0.1:{port}"
+        global SERVER
+        SERVER = psutil.Process(proc.pid)
         try:
             info = httpx.get(f"{url}/info", timeout=10).json()
-            asyncio.run(phase(url, 4, 0, "baseline", 2.0, args.max_inputs))  # warm-up
+            phase(url, 4, 0, "baseline", 2.0, args.max_inputs)  # warm-up
             rss_start = psutil.Process(proc.pid).memory_info().rss
-            results: dict[str, dict] = {}
+            runs: list[tuple[str, dict]] = []
+            kinds = ["baseline"]
+            for _ in range(args.rounds):
+                for kind in ABUSE_KINDS:
+                    kinds += [kind, "baseline"]
             with RssSampler(proc.pid) as rss:
-                for kind in PHASES:
-                    abusers = 0 if kind.startswith("baseline") else args.abusers
-                    results[kind] = asyncio.run(phase(url, args.good, abusers, kind, args.seconds, args.max_inputs))
-                    results[kind]["rss_mb"] = psutil.Process(proc.pid).memory_info().rss / 2**20
+                for kind in kinds:
+                    abusers = 0 if kind == "baseline" else args.abusers
+                    r = phase(url, args.good, abusers, kind, args.seconds, args.max_inputs, args.abuse_rate)
+                    runs.append((kind, {**r, "rss_mb": psutil.Process(proc.pid).memory_info().rss / 2**20}))
             slow = asyncio.run(slow_connections(port, args.slow, args.timeout * 3 + 5)) if args.slow else {}
             alive = httpx.get(f"{url}/health", timeout=10).status_code == 200
         finally:
             proc.terminate()
             proc.wait(60)
 
-    base = (results["baseline"]["good_rps"] + results["baseline_end"]["good_rps"]) / 2  # the machine drifts
     name = Path(model).name
     print(f"\n{args.good} good clients, {args.abusers} abusers, {args.seconds:.0f} s per phase, model {name}")
-    print(f"{'phase':<12} {'good req/s':>10} {'ratio':>6} {'good errors':>11} {'abuse req':>9}  abuse statuses")
-    for kind, r in results.items():
-        ratio = r["good_rps"] / base if base else float("nan")
-        r["ratio"] = ratio
+    pace = f"{args.abuse_rate:g} req/s each" if args.abuse_rate else "as fast as answered"
+    print(f"abusers send {pace}; server CPU seconds per phase in the 'cpu s' column")
+    cols = f"{'good req/s':>10} {'ratio':>6} {'cpu s':>6} {'good errors':>11} {'abuse req':>9}"
+    print(f"{'phase':<12} {cols}  abuse statuses")
+    for i, (kind, r) in enumerate(runs):
+        if kind != "baseline":  # runs alternate, so both neighbours are baselines
+            r["ratio"] = r["good_rps"] / ((runs[i - 1][1]["good_rps"] + runs[i + 1][1]["good_rps"]) / 2)
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else "-"
         print(
-            f"{kind:<12} {r['good_rps']:>10.1f} {ratio:>6.2f} {r['good_errors']:>11d} {r['abuse_requests']:>9d}  "
+            f"{kind:<12} {r['good_rps']:>10.1f} {ratio:>6} {r['server_cpu_s']:>6.1f} {r['good_errors']:>11d} "
+            f"{r['abuse_requests']:>9d}  "
             f"{dict(sorted(r['abuse_status'].items()))}"
         )
+    results = {k: float(np.mean([r["ratio"] for kind, r in runs if kind == k])) for k in ABUSE_KINDS}
+    print("mean good-client throughput vs baseline: " + ", ".join(f"{k} {v:.2f}" for k, v in results.items()))
     growth = (rss.peak - rss_start) / 2**20
     print(f"server RSS: {rss_start / 2**20:.0f} MB after warm-up, peak {rss.peak / 2**20:.0f} MB (+{growth:.0f} MB)")
     if slow:
@@ -222,7 +277,8 @@ def main() -> None:
             "args": vars(args),
             "limits": info["limits"],
             "connections": info["connections"],
-            "results": results,
+            "mean_ratio": results,
+            "runs": runs,
             "rss_mb": {"after_warmup": rss_start / 2**20, "peak": rss.peak / 2**20, "growth": growth},
             "slow_connections_s": slow,
             "alive": alive,
