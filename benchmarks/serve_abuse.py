@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--abusers", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=2, help="abuse phases of each kind")
+    parser.add_argument("--rss-bound-mb", type=float, default=200.0, help="allowed peak RSS growth")
     parser.add_argument("--abuse-rate", type=float, default=0.0, help="requests/s per abuser (0: flood)")
     parser.add_argument("--slow", type=int, default=200, help="slow/idle connections to open at the end")
     parser.add_argument("--timeout", type=float, default=2.0, help="server --header-timeout and --body-timeout")
@@ -260,12 +261,18 @@ def main() -> None:
             f"{dict(sorted(r['abuse_status'].items()))}"
         )
     results = {k: float(np.mean([r["ratio"] for kind, r in runs if kind == k])) for k in ABUSE_KINDS}
-    print("mean good-client throughput vs baseline: " + ", ".join(f"{k} {v:.2f}" for k, v in results.items()))
+    verdict = "ok" if min(results.values()) >= 0.9 else "BELOW 0.90"
+    print("mean good-client throughput vs baseline: " + ", ".join(f"{k} {v:.2f}" for k, v in results.items()), verdict)
     growth = (rss.peak - rss_start) / 2**20
-    print(f"server RSS: {rss_start / 2**20:.0f} MB after warm-up, peak {rss.peak / 2**20:.0f} MB (+{growth:.0f} MB)")
+    within = "within" if growth <= args.rss_bound_mb else "OVER"
+    print(
+        f"server RSS: {rss_start / 2**20:.0f} MB after warm-up, peak {rss.peak / 2**20:.0f} MB "
+        f"(+{growth:.0f} MB, {within} the {args.rss_bound_mb:g} MB bound)"
+    )
     if slow:
         worst = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(slow.items()))
-        print(f"{args.slow} slow connections (timeouts {args.timeout:g} s), longest open: {worst}")
+        late = "closed in time" if max(slow.values()) <= args.timeout + 1 else "HELD TOO LONG"
+        print(f"{args.slow} slow connections (timeouts {args.timeout:g} s), longest open: {worst}: {late}")
     print(f"server alive afterwards: {alive}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
