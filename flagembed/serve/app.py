@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorResponse} for code in (400, 401, 404, 408, 413, 422, 429, 500, 503)
 }
 INLINE_TOKENIZE = 8  # requests with at most this many texts are tokenized on the event loop (cheaper than a thread)
+_WORD = re.compile(r"\S*\w\S*")  # a whitespace-separated word with a letter, digit or _: at least one token
 
 
 @dataclass
@@ -254,6 +256,7 @@ async def _prepare(
     texts = st.host.format_inputs(texts, req.input_type)
     limit = _token_limit(st, req.input_type)
     if vector_dim and len(texts) * (limit - 1) * vector_dim > st.limits.max_multivector_values:
+        _check_vector_floor(st, texts, limit, vector_dim)
         if len(texts) <= INLINE_TOKENIZE:
             _check_vector_budget(st, texts, limit, vector_dim)
         else:
@@ -276,6 +279,23 @@ async def _prepare(
     st.metrics.tokens.labels(endpoint).inc(tok.num_tokens)
     st.metrics.truncated.inc(tok.num_truncated)
     return Prepared(name, texts, limit, tok.num_tokens, tok.num_truncated)
+
+
+def _check_vector_floor(st: ServerState, texts: list[str], max_length: int, dim: int) -> None:
+    """413 from a floor that needs no tokenizer: every whitespace-separated word holding a letter or digit
+    is at least one token (tokenizers split at whitespace; normalizers never drop letters or digits), so a
+    text gives at least ``min(words, max_length - 1) - 1`` vectors. Stops as soon as the floor overflows."""
+    budget = st.limits.max_multivector_values // dim
+    vectors = 0
+    for i, text in enumerate(texts):
+        words = 0
+        for _ in _WORD.finditer(text):
+            words += 1
+            if words >= max_length - 1:
+                break
+        vectors += max(min(words, max_length - 1) - 1, 0)
+        if vectors > budget:
+            st.limits.check_multivector(vectors * dim, vectors, dim, partial=i + 1 < len(texts))
 
 
 def _check_vector_budget(st: ServerState, texts: list[str], max_length: int, dim: int) -> None:

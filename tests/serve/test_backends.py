@@ -115,3 +115,33 @@ def test_multivector_output_bound_is_checked_before_the_model_runs(real_host, mo
     with TestClient(app) as c:
         body = c.post("/v1/embeddings/multivector", json={"input": TEXTS, "encoding_format": "base64"}).json()
     assert sum(d["shape"][0] * d["shape"][1] for d in body["data"]) == exact and calls
+
+
+FLOOR_TEXTS = [
+    "a b c",
+    "don't stop-me now!! (really)",
+    "中文 文本 没有 空格 日本語のテキスト",
+    "e\u0301te\u0301 cafe\u0301 naïve Ærøskøbing",
+    "\u200b \u200b x \u200b",
+    "_ __ ___ - -- ...",
+    "123 4.5 6,7 1e-9 0x1F",
+    "emoji \U0001f600 \U0001f600\U0001f600 ok",
+    "  spaced   out \t\n tabs  ",
+    "\x00 \x07 control \x1f chars",
+    "protein gene " * 80,
+]
+
+
+@pytest.mark.parametrize("which", ["m3", "bert"])
+def test_word_floor_never_exceeds_real_token_counts(real_host, tiny_bert, which):
+    """The tokenizer-free floor the multi-vector bound uses must hold for the tokenizers we serve."""
+    from transformers import AutoTokenizer
+
+    from flagembed.serve.app import _WORD
+
+    tok = real_host._tokenizer if which == "m3" else AutoTokenizer.from_pretrained(str(tiny_bert))
+    max_length = 64
+    ids = tok(FLOOR_TEXTS, truncation=True, max_length=max_length)["input_ids"]
+    for text, row in zip(FLOOR_TEXTS, ids):
+        words = len(_WORD.findall(text))
+        assert min(words, max_length - 1) - 1 <= len(row) - 1, (text, words, len(row))
