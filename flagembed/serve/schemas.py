@@ -53,9 +53,9 @@ def find_lone_surrogate(value: Any, path: str = "body") -> tuple[str, int] | Non
                 except UnicodeEncodeError as exc:
                     return where, exc.start
         elif isinstance(item, dict):
-            for key, sub in item.items():
-                stack.append((key, f"{where} (a key)"))
+            for key, sub in item.items():  # the key is checked first: a bad key never appears in a path
                 stack.append((sub, f"{key}" if where == "body" else f"{where}.{key}"))
+                stack.append((key, f"a key in {where}"))
         elif isinstance(item, list):
             stack.extend((sub, f"{where}[{i}]") for i, sub in reversed(list(enumerate(item))))
     return None

@@ -328,6 +328,7 @@ def test_multivector_output_bound_after_compute(m3_host):
         ("/v1/rerank", {"query": "q", "documents": [{"text": "t", "title": "\ud800"}]}, "documents[0].title"),
         ("/v1/rerank", {"query": "\ud800", "documents": ["d"]}, "query"),
         ("/v1/embeddings", {"input": "x", "model": "\ud800"}, "model"),
+        ("/v1/embeddings", {"input": "x", "user": {"\ud800": ["\udc00"]}}, "a key in user"),
     ],
 )
 def test_lone_surrogates_are_422_before_the_model(m3_host, path, payload, needle):
@@ -336,7 +337,8 @@ def test_lone_surrogates_are_422_before_the_model(m3_host, path, payload, needle
         assert needle in _err(r, 422) and "surrogate" in r.text
         assert m3_host.model.calls == [] and m3_host.reranker.calls == []
         clean = json.loads(json.dumps(payload).replace("\\ud", "d"))
-        assert _raw(c, path, clean).status_code == (404 if "model" in payload else 200)  # unknown model 'd800'
+        want = 404 if "model" in payload else 422 if "user" in payload else 200  # unknown model; user not a string
+        assert _raw(c, path, clean).status_code == want
 
 
 def test_empty_and_non_ascii_keys_are_refused(monkeypatch):
