@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -15,32 +16,54 @@ def serve(
     kind: str = typer.Option("auto", help="auto, dense or m3 (m3 adds /v1/embeddings/sparse and /multivector)."),
     served_name: Optional[str] = typer.Option(None, help="Model name clients send (default: the folder name)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
-    port: int = typer.Option(8000, help="Port."),
+    port: int = typer.Option(8000, help="Port (0..65535)."),
     api_key: list[str] = typer.Option(
-        [], "--api-key", envvar="FLAGEMBED_API_KEY", help="Accepted Bearer key (repeatable; env: comma-separated)."
+        [], "--api-key", help="Accepted Bearer key (repeatable, comma-separated). Visible in `ps`: prefer the env/file."
     ),
+    api_key_file: Optional[Path] = typer.Option(None, help="File with accepted keys, one per line (# comments)."),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allowed CORS origin (repeatable)."),
     max_payload_bytes: int = typer.Option(2 * 1024 * 1024, help="Largest request body (413 beyond)."),
     max_inputs: int = typer.Option(512, help="Texts or documents per request (413 beyond)."),
     max_input_tokens: Optional[int] = typer.Option(None, help="Tokens per input (default: the model's max length)."),
+    max_multivector_values: int = typer.Option(2**20, help="ColBERT vectors x dim per request (413 beyond)."),
     truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut long inputs (default) or reject them."),
     max_concurrent: int = typer.Option(256, help="Requests queued or running before 429."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Coalesce concurrent requests."),
     max_batch_items: int = typer.Option(256, help="Inputs per coalesced model call."),
     max_wait_ms: float = typer.Option(2.0, help="How long to wait for more requests to coalesce."),
     batch_size: int = typer.Option(256, help="Items per forward pass."),
+    header_timeout: float = typer.Option(10.0, help="Seconds a connection may take to send request headers."),
+    body_timeout: float = typer.Option(30.0, help="Seconds a request body may take to arrive (408 beyond)."),
+    keep_alive: float = typer.Option(5.0, help="Seconds an idle connection stays open between requests."),
+    max_connections: int = typer.Option(1024, help="Open connections before uvicorn answers 503."),
+    shutdown_grace: float = typer.Option(30.0, help="Seconds in-flight requests may finish on shutdown."),
     device: Device = None,
     dtype: DType = "auto",
     log_level: str = typer.Option("info", help="uvicorn log level."),
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
-    """Serve OpenAI-compatible embeddings (plus rerank, sparse and multi-vector) over HTTP."""
-    from flagembed.serve import BatchingConfig, Limits, run_server
+    """Serve OpenAI-compatible embeddings (plus rerank, sparse and multi-vector) over HTTP.
 
-    try:
-        limits = Limits(max_payload_bytes, max_inputs, max_input_tokens, truncate, max_concurrent)
+    Keys: --api-key, --api-key-file or FLAGEMBED_API_KEY (comma-separated); an empty key is an error.
+    """
+    from flagembed.serve import BatchingConfig, ConnectionLimits, Limits, run_server
+    from flagembed.serve.auth import gather_keys
+    from flagembed.serve.server import check_port
+
+    try:  # everything is checked before a model is loaded
+        check_port(port)
+        keys = gather_keys(api_key, api_key_file)
+        limits = Limits(
+            max_payload_bytes, max_inputs, max_input_tokens, truncate, max_concurrent,
+            max_multivector_values=max_multivector_values,
+        )  # fmt: skip
         batch_cfg = BatchingConfig(batching, max_batch_items, max_wait_ms)
-        keys = [k for item in api_key for k in item.split(",")]
+        conn = ConnectionLimits(
+            header_timeout, body_timeout, keep_alive, max_connections, shutdown_grace_s=shutdown_grace
+        )
+    except (ValueError, TypeError, OSError) as exc:
+        fail(str(exc))
+    try:
         run_server(
             model,
             reranker=reranker,
@@ -52,6 +75,7 @@ def serve(
             cors_origins=cors_origin,
             limits=limits,
             batching=batch_cfg,
+            connections=conn,
             device=device,
             dtype=dtype,
             batch_size=batch_size,

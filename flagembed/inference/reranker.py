@@ -13,7 +13,7 @@ import torch
 
 from flagembed.engine import EngineConfig, resolve_device, resolve_dtype, run_batches
 from flagembed.engine.devices import DeviceLike, DType
-from flagembed.inference.inputs import apply_instruction, corpus_text
+from flagembed.inference.inputs import apply_instruction, check_unicode, corpus_text
 from flagembed.inference.pair_inputs import PairTokens, cross_encoder_pairs, pair_template
 from flagembed.models import load_tokenizer, open_checkpoint
 
@@ -40,6 +40,7 @@ def as_pairs(pairs: Any) -> tuple[list[tuple[str, str]], bool]:
         TypeError: the input is not a pair or a list of pairs; names the bad index and value.
     """
     if isinstance(pairs, (tuple, list)) and len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
+        check_unicode(pairs[0] + pairs[1], "sentence_pairs")
         return [(pairs[0], pairs[1])], True
     if pairs is None or isinstance(pairs, (str, bytes, Mapping)) or not isinstance(pairs, Sequence):
         raise TypeError(
@@ -55,6 +56,7 @@ def as_pairs(pairs: Any) -> tuple[list[tuple[str, str]], bool]:
                 raise TypeError(
                     f"sentence_pairs[{i}] {what} must be a string, got {type(pair[j]).__name__}: {pair[j]!r:.80}"
                 )
+            check_unicode(pair[j], f"sentence_pairs[{i}] {what}")
         out.append((pair[0], pair[1]))
     return out, False
 

@@ -13,13 +13,14 @@ from flagembed.serve.auth import ApiKeys
 from flagembed.serve.backends import ModelHost, load_host
 from flagembed.serve.batcher import BatchingConfig, DynamicBatcher
 from flagembed.serve.client import FlagEmbedClient, ServeError, openai_client
-from flagembed.serve.limits import ApiError, Limits
+from flagembed.serve.limits import ApiError, ConnectionLimits, Limits
 from flagembed.serve.server import make_server, run_server
 
 __all__ = [
     "ApiError",
     "ApiKeys",
     "BatchingConfig",
+    "ConnectionLimits",
     "DynamicBatcher",
     "FlagEmbedClient",
     "Limits",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import logging
+import re
 import uuid
-from collections.abc import AsyncIterator, Hashable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,15 +26,22 @@ from flagembed.serve import schemas as s
 from flagembed.serve.auth import ApiKeys, AuthMiddleware
 from flagembed.serve.backends import ModelHost, RunFn
 from flagembed.serve.batcher import BatcherClosedError, BatchingConfig, DynamicBatcher, QueueFullError
-from flagembed.serve.limits import ApiError, Limits, PayloadLimitMiddleware
+from flagembed.serve.limits import (
+    ApiError,
+    ConnectionLimits,
+    Limits,
+    PayloadLimitMiddleware,
+    ShutdownGuardMiddleware,
+)
 from flagembed.serve.metrics import Metrics, MetricsMiddleware
 
 logger = logging.getLogger(__name__)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": s.ErrorResponse} for code in (401, 404, 413, 422, 429, 500, 503)
+    code: {"model": s.ErrorResponse} for code in (400, 401, 404, 408, 413, 422, 429, 500, 503)
 }
 INLINE_TOKENIZE = 8  # requests with at most this many texts are tokenized on the event loop (cheaper than a thread)
+_WORD = re.compile(r"\S*\w\S*")  # a whitespace-separated word with a letter, digit or _: at least one token
 
 
 @dataclass
@@ -44,6 +55,16 @@ class ServerState:
     keys: ApiKeys
     cors_origins: tuple[str, ...] = ()
     drain_timeout_s: float = 30.0
+    connections: ConnectionLimits = ConnectionLimits()
+    # Large requests are tokenized here, one at a time and in arrival order, so a flood of big requests
+    # occupies one thread (and about one core) instead of every thread of the shared pool.
+    tokenize_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="flagembed-tokenize")
+    )
+
+    async def tokenize(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a tokenizer-bound call for a large request on :attr:`tokenize_pool`."""
+        return await asyncio.get_running_loop().run_in_executor(self.tokenize_pool, fn, *args)
 
 
 @dataclass
@@ -65,6 +86,7 @@ def create_app(
     api_keys: ApiKeys | Iterable[str] | None = None,
     cors_origins: Iterable[str] = (),
     drain_timeout_s: float = 30.0,
+    connections: ConnectionLimits | None = None,
 ) -> FastAPI:
     """Build the app around loaded models; the batcher starts and drains with the app's lifespan.
 
@@ -75,20 +97,24 @@ def create_app(
         api_keys: accepted Bearer keys (plus ``FLAGEMBED_API_KEY``); none means open.
         cors_origins: allowed browser origins; CORS is off when empty.
         drain_timeout_s: how long shutdown waits for queued requests.
+        connections: connection timeouts and caps; the app enforces the body timeout and reports all
+            of them in ``/info``, :func:`flagembed.serve.make_server` applies the rest.
     """
     limits = limits or Limits()
+    connections = connections or ConnectionLimits()
     keys = api_keys if isinstance(api_keys, ApiKeys) else ApiKeys(api_keys or ())
     metrics = Metrics()
     cfg = replace(batching or BatchingConfig(), max_pending=limits.max_concurrent_requests)
     batcher = DynamicBatcher(cfg, on_batch=metrics.observe_batch)
     metrics.track_depth(lambda: batcher.depth)
-    state = ServerState(host, limits, batcher, metrics, keys, tuple(cors_origins), drain_timeout_s)
+    state = ServerState(host, limits, batcher, metrics, keys, tuple(cors_origins), drain_timeout_s, connections)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher.start()
         yield
         await run_in_threadpool(batcher.close, drain_timeout_s)
+        state.tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     from flagembed import __version__
 
@@ -97,14 +123,15 @@ def create_app(
         version=__version__,
         description="OpenAI-compatible embeddings, rerank, sparse and multi-vector endpoints.",
         lifespan=lifespan,
-    )
+    )  # with an API key set, /docs, /redoc and /openapi.json need it too (auth.OPEN_PATHS)
     app.state.flagembed = state
     _add_routes(app, state)
-    for exc_type in (ApiError, RequestValidationError, StarletteHTTPException):
+    for exc_type in (ApiError, RequestValidationError, StarletteHTTPException, Exception):
         app.add_exception_handler(exc_type, _error_response)  # type: ignore[arg-type]
-    app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes)
+    app.add_middleware(PayloadLimitMiddleware, max_bytes=limits.max_payload_bytes, timeout_s=connections.body_timeout_s)
     app.add_middleware(AuthMiddleware, keys=keys)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(ShutdownGuardMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     if state.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -146,31 +173,25 @@ def _add_routes(app: FastAPI, st: ServerState) -> None:
     @app.post("/v1/embeddings/multivector", response_model=s.MultiVectorResponse, responses=ERRORS)
     async def multivector(req: s.MultiVectorRequest) -> Response:
         """ColBERT vectors (BGE-M3 multi-vector output), one per token."""
-        prep = await _prepare(st, req, "multivector", needs_m3=True)
+        prep = await _prepare(st, req, "multivector", needs_m3=True, vector_dim=host.multivector_dim)
         out = await _submit(st, ("colbert", prep.max_length), prep.texts, host.multivector_task(prep.max_length))
-        data = [
-            {
-                "object": "multivector_embedding",
-                "index": i,
-                "shape": list(m.shape),
-                "embedding": _vector(m, req.encoding_format),
-            }
-            for i, m in enumerate(out)
-        ]
-        return _list_response(data, prep)
+        vectors = sum(int(m.shape[0]) for m in out)
+        st.limits.check_multivector(sum(int(m.size) for m in out), vectors, int(out[0].shape[1]) if out else 0)
+        body = await run_in_threadpool(_multivector_body, out, req.encoding_format, prep)  # the loop keeps serving
+        return Response(body, media_type="application/json")
 
     @app.post("/v1/rerank", response_model=s.RerankResponse, responses=ERRORS)
     async def rerank(req: s.RerankRequest) -> Response:
         """Score documents against a query (Cohere/Jina schema), best first."""
         name = host.resolve(req.model, reranker=True)
+        st.limits.check_inputs(len(req.documents), "documents")
         docs = req.texts()
-        st.limits.check_inputs(len(docs), "documents")
         scores = np.asarray(await _submit(st, ("rerank",), [(req.query, d) for d in docs], host.rerank_task()))
         order = np.argsort(-scores, kind="stable")[: req.top_n]
         results = [{"index": int(i), "relevance_score": float(scores[i])} for i in order]
         if req.return_documents:
             for r in results:
-                r["document"] = {"text": docs[r["index"]]}
+                r["document"] = req.returned(r["index"])
         tokens = host.count_rerank_tokens(req.query, docs)
         st.metrics.inputs.labels("rerank").inc(len(docs))
         st.metrics.tokens.labels("rerank").inc(tokens)
@@ -199,6 +220,7 @@ def _add_routes(app: FastAPI, st: ServerState) -> None:
             "limits": {**st.limits.as_dict(), "max_input_tokens": _token_limit(st, None)},
             "batching": asdict(st.batcher.config),
             "batch_stats": asdict(st.batcher.stats),
+            "connections": st.connections.as_dict(),
             "auth": bool(st.keys),
             "cors_origins": list(st.cors_origins),
         }
@@ -216,8 +238,14 @@ def _token_limit(st: ServerState, input_type: str | None) -> int:
     return min(model_max, cap) if cap else model_max
 
 
-async def _prepare(st: ServerState, req: Any, endpoint: str, needs_m3: bool = False) -> Prepared:
-    """Resolve the model, check the input count, apply instructions, count tokens and enforce the token limit."""
+async def _prepare(
+    st: ServerState, req: Any, endpoint: str, needs_m3: bool = False, vector_dim: int | None = None
+) -> Prepared:
+    """Resolve the model, check the input count, apply instructions, count tokens and enforce the token limit.
+
+    With ``vector_dim`` (multi-vector output of that size per token), the output bound is checked first,
+    reading texts a few at a time so that a request far over the bound is refused after a few texts.
+    """
     name = st.host.resolve(req.model)
     if needs_m3 and st.host.kind != "m3":
         raise ApiError(
@@ -227,10 +255,16 @@ async def _prepare(st: ServerState, req: Any, endpoint: str, needs_m3: bool = Fa
     st.limits.check_inputs(len(texts))
     texts = st.host.format_inputs(texts, req.input_type)
     limit = _token_limit(st, req.input_type)
+    if vector_dim and len(texts) * (limit - 1) * vector_dim > st.limits.max_multivector_values:
+        _check_vector_floor(st, texts, limit, vector_dim)
+        if len(texts) <= INLINE_TOKENIZE:
+            _check_vector_budget(st, texts, limit, vector_dim)
+        else:
+            await st.tokenize(_check_vector_budget, st, texts, limit, vector_dim)
     if len(texts) <= INLINE_TOKENIZE:
         tok = st.host.count_tokens(texts, limit)
     else:
-        tok = await run_in_threadpool(st.host.count_tokens, texts, limit)
+        tok = await st.tokenize(st.host.count_tokens, texts, limit)
     truncate = st.limits.truncate if req.truncate is None else req.truncate
     if not truncate and tok.num_truncated:
         i = int(np.flatnonzero(tok.truncated)[0])
@@ -245,6 +279,39 @@ async def _prepare(st: ServerState, req: Any, endpoint: str, needs_m3: bool = Fa
     st.metrics.tokens.labels(endpoint).inc(tok.num_tokens)
     st.metrics.truncated.inc(tok.num_truncated)
     return Prepared(name, texts, limit, tok.num_tokens, tok.num_truncated)
+
+
+def _check_vector_floor(st: ServerState, texts: list[str], max_length: int, dim: int) -> None:
+    """413 from a floor that needs no tokenizer: every whitespace-separated word holding a letter or digit
+    is at least one token (tokenizers split at whitespace; normalizers never drop letters or digits), so a
+    text gives at least ``min(words, max_length - 1) - 1`` vectors. Stops as soon as the floor overflows."""
+    budget = st.limits.max_multivector_values // dim
+    vectors = 0
+    for i, text in enumerate(texts):
+        words = 0
+        for _ in _WORD.finditer(text):
+            words += 1
+            if words >= max_length - 1:
+                break
+        vectors += max(min(words, max_length - 1) - 1, 0)
+        if vectors > budget:
+            st.limits.check_multivector(vectors * dim, vectors, dim, partial=i + 1 < len(texts))
+
+
+def _check_vector_budget(st: ServerState, texts: list[str], max_length: int, dim: int) -> None:
+    """413 as soon as the texts read so far would give more than ``max_multivector_values`` floats.
+
+    M3 returns one vector per token but the first ([CLS]). The first chunk is the fewest full-length texts
+    that would overflow, later chunks double: a request far over the bound costs one small tokenizer call,
+    a fitting one its own (bounded) tokens once more.
+    """
+    budget = st.limits.max_multivector_values // dim
+    vectors, start, chunk = 0, 0, max(INLINE_TOKENIZE, budget // max(max_length - 1, 1) + 1)
+    while start < len(texts):
+        lengths = st.host.token_lengths(texts[start : start + chunk], max_length)
+        vectors += sum(max(n - 1, 0) for n in lengths)
+        st.limits.check_multivector(vectors * dim, vectors, dim, partial=start + chunk < len(texts))
+        start, chunk = start + chunk, chunk * 2
 
 
 def _check_dimensions(host: ModelHost, dims: int | None) -> int | None:
@@ -289,16 +356,52 @@ def _list_response(data: list[dict[str, Any]], prep: Prepared) -> JSONResponse:
     return JSONResponse(body)
 
 
+def _multivector_body(out: list[np.ndarray], encoding_format: str, prep: Prepared) -> bytes:
+    """The JSON body built a row at a time: Python float lists exist for one vector at most (not the whole
+    reply), and the GIL is released between rows, so other requests keep flowing while a big reply is built."""
+    parts = [b'{"object":"list","data":[']
+    for i in range(len(out)):
+        m, out[i] = out[i], None  # type: ignore[call-overload]
+        head = f'{"," if i else ""}{{"object":"multivector_embedding","index":{i},"shape":[{m.shape[0]},{m.shape[1]}]'
+        if encoding_format == "base64":
+            parts.append(f'{head},"embedding":"{_vector(m, "base64")}"}}'.encode())
+            continue
+        rows = (json.dumps(row.tolist(), allow_nan=False, separators=(",", ":")).encode() for row in m)
+        parts.append(f'{head},"embedding":['.encode() + b",".join(rows) + b"]}")
+    usage = {"prompt_tokens": prep.tokens, "total_tokens": prep.tokens}
+    tail = {"model": prep.name, "usage": usage, "truncated": prep.truncated}
+    parts.append(b"]," + json.dumps(tail, ensure_ascii=False, separators=(",", ":")).encode()[1:])
+    return b"".join(parts)
+
+
+def _parse_error(exc: StarletteHTTPException) -> ApiError | None:
+    """FastAPI answers 400 when the body is JSON Python cannot decode; the documented answer is 422."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        msg = f"body is not valid UTF-8 (byte {cause.start}): send JSON text"
+    elif isinstance(cause, RecursionError):
+        msg = "body is nested too deeply to parse"
+    elif isinstance(cause, ValueError):  # e.g. an integer over Python's 4300-digit limit
+        msg = f"body is not valid JSON ({cause})"
+    else:
+        return None
+    return ApiError(422, msg, param="body", code="invalid_json")
+
+
 def _error_response(request: Request, exc: Exception) -> JSONResponse:
     """The one error mapper: every failure becomes ``{"error": {...}}`` with the right status."""
     if isinstance(exc, RequestValidationError):
         err = ApiError(422, _validation_message(exc.errors()), param=_first_param(exc.errors()))
+    elif isinstance(exc, StarletteHTTPException) and (parsed := _parse_error(exc)) is not None:
+        err = parsed
     elif isinstance(exc, StarletteHTTPException):
         err = ApiError(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
     elif isinstance(exc, ApiError):
         err = exc
-    else:  # registered types only; keep the mapper total anyway
-        err = ApiError(500, f"{type(exc).__name__}: {exc}")
+    else:  # anything unexpected (Starlette logs the traceback once): JSON, not a text page
+        err = ApiError(500, f"internal error: {type(exc).__name__}")
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 

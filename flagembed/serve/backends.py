@@ -122,6 +122,12 @@ class ModelHost:
         return int(dim) if isinstance(dim, (int, np.integer)) else None
 
     @property
+    def multivector_dim(self) -> int | None:
+        """ColBERT vector size, when the model says (``colbert_dim``); lets the server bound output up front."""
+        dim = getattr(self.model, "colbert_dim", None) if self.kind == "m3" else None
+        return int(dim) if isinstance(dim, (int, np.integer)) and dim > 0 else None
+
+    @property
     def supports_dimensions(self) -> bool:
         return self._dims_kw
 
@@ -148,6 +154,12 @@ class ModelHost:
         """Token ids after truncation to ``max_length`` and which texts were cut (thread-safe)."""
         with self._tok_lock:
             return tokenize(self._tokenizer, texts, max_length)
+
+    def token_lengths(self, texts: list[str], max_length: int) -> list[int]:
+        """Tokens per text after truncation to ``max_length`` (one tokenizer call; thread-safe)."""
+        with self._tok_lock:
+            ids = self._tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)
+        return [len(x) for x in ids["input_ids"]]
 
     def count_rerank_tokens(self, query: str, documents: list[str]) -> int:
         """Tokens a rerank request reads: the query once per document plus every document."""
@@ -308,7 +320,9 @@ def load_host(
     rr_kwargs = {"device": device, "dtype": dtype, "batch_size": batch_size, "trust_remote_code": trust_remote_code}
     rr = load_reranker(reranker, **rr_kwargs) if reranker else None
     name = served_name or _short_name(model)
-    aliases = tuple(a for a in dict.fromkeys([str(model), _short_name(model)]) if a != name)
+    # Names only: a local folder's path is neither accepted as a model name nor shown (404s, /info).
+    candidates = [_short_name(model)] if _is_path(model) else [str(model), _short_name(model)]
+    aliases = tuple(a for a in dict.fromkeys(candidates) if a != name)
     return ModelHost(
         name=name,
         model=obj,
@@ -336,6 +350,12 @@ def load_reranker(name: str, **kwargs: Any) -> Any:
     spec = lookup(name)
     module, cls = RERANKER_CLASSES.get(spec.kind if spec is not None else "reranker", RERANKER_CLASSES["reranker"])
     return getattr(importlib.import_module(module), cls)(name, **kwargs)
+
+
+def _is_path(model: str) -> bool:
+    """A filesystem path rather than a registry name or hub id (``org/name``)."""
+    text = str(model)
+    return os.path.isabs(text) or text.startswith((".", "~")) or os.path.exists(text)
 
 
 def _short_name(model: str) -> str:

@@ -1,8 +1,10 @@
-"""Server limits (payload bytes, inputs per request, tokens per input, queue bound) and the API error type."""
+"""Server limits (payload bytes, inputs, tokens, output size, queue bound, connection timeouts) and the API error."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,6 +28,8 @@ class Limits:
         truncate: the default for requests that do not say.
         max_concurrent_requests: requests queued or running in the model; more get 429 + Retry-After.
         retry_after_s: the Retry-After value sent with 429.
+        max_multivector_values: ColBERT output size per request, vectors x dim (one float32 each); a
+            request asking for more gets 413, checked from token counts before the model runs.
     """
 
     max_payload_bytes: int = 2 * 1024 * 1024
@@ -34,11 +38,14 @@ class Limits:
     truncate: bool = True
     max_concurrent_requests: int = 256
     retry_after_s: int = 1
+    max_multivector_values: int = 2**20
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_inputs", "max_concurrent_requests", "retry_after_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_multivector_values < 1:
+            raise ValueError(f"max_multivector_values must be >= 1, got {self.max_multivector_values}")
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
             raise ValueError(f"max_input_tokens must be >= 1, got {self.max_input_tokens}")
 
@@ -57,10 +64,65 @@ class Limits:
             )
 
 
+    def check_multivector(self, values: int, vectors: int, dim: int, partial: bool = False) -> None:
+        """Raise 413 when a multi-vector response would hold more than ``max_multivector_values`` floats
+        (``partial``: counted from the first inputs only, so the reply would hold at least that many)."""
+        if values > self.max_multivector_values:
+            what = "at least " if partial else ""
+            raise ApiError(
+                413,
+                f"the response would hold {what}{vectors} vectors x {dim} dims = {values} values; the limit is "
+                f"max_multivector_values={self.max_multivector_values} per request (send fewer or shorter inputs)",
+                param="input",
+                code="output_too_large",
+            )
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Connection-level protection, applied by the HTTP server; reported by ``GET /info``.
+
+    Attributes:
+        header_timeout_s: a connection must deliver a request's complete headers within this time after it
+            opens (or, on a kept-alive connection, after its first byte); otherwise it is closed.
+        body_timeout_s: the whole request body must arrive within this time; otherwise 408 and close.
+        keep_alive_s: idle time allowed between requests on one connection.
+        max_connections: open connections (and in-flight requests) the server accepts; requests beyond
+            get uvicorn's 503 and the connection is closed.
+        max_header_bytes: largest request head (request line plus headers); larger gets 400.
+        shutdown_grace_s: on SIGTERM/Ctrl-C, how long in-flight requests may finish; the rest get 503.
+    """
+
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 1024
+    max_header_bytes: int = 16 * 1024
+    shutdown_grace_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout_s", "body_timeout_s", "keep_alive_s", "shutdown_grace_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        for name in ("max_connections", "max_header_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for ``/info``."""
+        return asdict(self)
+
+
 class ApiError(Exception):
     """An error answered with ``status`` and an OpenAI-style JSON body ``{"error": {...}}``."""
 
-    TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error", 503: "unavailable_error"}
+    TYPES = {
+        401: "authentication_error",
+        404: "not_found_error",
+        408: "timeout_error",
+        429: "rate_limit_error",
+        503: "unavailable_error",
+    }
 
     def __init__(
         self,
@@ -90,11 +152,13 @@ class ApiError(Exception):
 
 
 class PayloadLimitMiddleware:
-    """Answer 413 to bodies over ``max_bytes`` before the app parses them (Content-Length or streamed)."""
+    """Read the whole body first: 413 beyond ``max_bytes`` (Content-Length or streamed), 408 when it takes
+    longer than ``timeout_s`` (a slow-body client then loses its connection instead of holding it)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -107,8 +171,21 @@ class PayloadLimitMiddleware:
         chunks: list[bytes] = []
         size = 0
         more = True
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
         while more:
-            message = await receive()
+            try:
+                if deadline is None:
+                    message = await receive()
+                else:
+                    message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+            except asyncio.TimeoutError:
+                err = ApiError(
+                    408,
+                    f"request body not received within body_timeout_s={self.timeout_s:g} ({size} bytes arrived)",
+                    code="body_timeout",
+                )
+                await send_error(send, err, {"Connection": "close"})
+                return
             if message["type"] != "http.request":  # client went away
                 await self.app(scope, _replay([], message, receive), send)
                 return
@@ -128,6 +205,33 @@ class PayloadLimitMiddleware:
             code="payload_too_large",
         )
         await send_error(send, err)
+
+
+class ShutdownGuardMiddleware:
+    """A request still running when the shutdown grace ends is cancelled by uvicorn: answer it with the
+    documented JSON 503 (instead of uvicorn's plain-text 500) when no response has started yet."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            err = ApiError(503, "server shut down before the request finished; retry it", code="shutting_down")
+            await send_error(send, err, {"Connection": "close"})
 
 
 async def send_error(send: Send, err: ApiError, headers: dict[str, str] | None = None) -> None:

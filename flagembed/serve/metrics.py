@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -52,11 +53,28 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Count every HTTP response by route template and status, and time it."""
+    """Count every HTTP response by route template and status, and time it.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    Responses sent before routing (401 from auth, 413/408 from the body reader) are counted under the
+    route the path matches, found in ``routes``; only paths no route matches count as ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Sequence[Any] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if getattr(route, "path", None):
+            return str(route.path)  # type: ignore[union-attr]
+        from starlette.routing import Match
+
+        for candidate in self.routes:
+            match, _ = candidate.matches(scope)
+            if match is not Match.NONE and getattr(candidate, "path", None):
+                return str(candidate.path)
+        return "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,7 +91,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = self._route(scope)
             self.metrics.requests.labels(path, str(status["code"])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from flagembed.inference.inputs import corpus_text
 
 InputType = Literal["query", "passage", "document"]
 
@@ -35,8 +37,44 @@ def check_texts(value: Any, field: str = "input") -> Any:
     return value
 
 
+def find_lone_surrogate(value: Any, path: str = "body") -> tuple[str, int] | None:
+    """The first string (or key) in decoded JSON that holds a lone UTF-16 surrogate: ``(path, char index)``.
+
+    JSON's ``"\\ud800"`` escapes decode to such strings; they cannot be encoded as UTF-8, so tokenizers and
+    the JSON encoder fail on them. Iterative, so deep nesting cannot exhaust the stack.
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    return where, exc.start
+        elif isinstance(item, dict):
+            for key, sub in item.items():  # the key is checked first: a bad key never appears in a path
+                stack.append((sub, f"{key}" if where == "body" else f"{where}.{key}"))
+                stack.append((key, f"a key in {where}"))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in reversed(list(enumerate(item))))
+    return None
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        found = find_lone_surrogate(data)
+        if found is not None:
+            where, pos = found
+            raise ValueError(
+                f"{where} has a lone UTF-16 surrogate at character {pos}; text must be valid Unicode "
+                "(pair \\ud800-\\udbff with \\udc00-\\udfff, or drop it)"
+            )
+        return data
 
 
 class _TextRequest(_Request):
@@ -83,10 +121,11 @@ class MultiVectorRequest(_TextRequest):
 
 
 class RerankDocument(BaseModel):
-    """A document given as an object (Cohere v1 style)."""
+    """A document given as an object (Cohere v1 style); a ``title`` is joined before the text, as BEIR/MTEB."""
 
     model_config = ConfigDict(extra="ignore")
     text: str
+    title: Optional[str] = None
 
 
 class RerankRequest(_Request):
@@ -106,8 +145,13 @@ class RerankRequest(_Request):
         return value
 
     def texts(self) -> list[str]:
-        """Document texts."""
-        return [d if isinstance(d, str) else d.text for d in self.documents]
+        """Document texts as the reranker reads them: ``title text`` for titled ones, as ``flagembed rerank``."""
+        return [corpus_text(d if isinstance(d, str) else d.model_dump(), i) for i, d in enumerate(self.documents)]
+
+    def returned(self, index: int) -> dict[str, str]:
+        """Document ``index`` as the response echoes it: the fields the client sent."""
+        d = self.documents[index]
+        return {"text": d} if isinstance(d, str) else d.model_dump(exclude_none=True)
 
 
 # ---------------------------------------------------------------------- responses (for the OpenAPI schema)

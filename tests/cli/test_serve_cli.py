@@ -56,3 +56,62 @@ def test_bad_limit_fails_cleanly(captured):
 def test_help_lists_the_options():
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0 and "--api-key" in result.output and "--reranker" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--api-key", ""], None, "--api-key value 1 is empty"),
+        (["--api-key", "  "], None, "is empty"),
+        (["--api-key", ","], None, "is empty"),
+        (["--api-key", "ok,"], None, "is empty"),
+        (["--api-key", "clé"], None, "printable ASCII"),
+        ([], "", "FLAGEMBED_API_KEY item 1 is empty"),
+        ([], ",", "FLAGEMBED_API_KEY item 1 is empty"),
+        (["--port", "99999"], None, "--port must be in 0..65535, got 99999"),
+        (["--port", "-1"], None, "--port must be in 0..65535"),
+        (["--header-timeout", "0"], None, "header_timeout_s must be > 0"),
+    ],
+)
+def test_bad_keys_and_ports_fail_in_one_line_before_loading(captured, monkeypatch, args, env, needle):
+    if env is not None:
+        monkeypatch.setenv("FLAGEMBED_API_KEY", env)
+    result = CliRunner().invoke(app, ["serve", "-m", "m", *args])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.output
+    assert "model" not in captured  # run_server (which loads the model) was never called
+
+
+def test_key_file_and_limits_reach_run_server(captured, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# serving keys\nsk-one\n\n  sk-two  \n")
+    args = [
+        "serve", "-m", "m", "--api-key-file", str(keys), "--api-key", "sk-three", "--max-multivector-values", "99",
+        "--header-timeout", "3", "--body-timeout", "4", "--keep-alive", "2", "--max-connections", "50",
+        "--shutdown-grace", "7",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert captured["api_keys"] == ["sk-three", "sk-one", "sk-two"] and "sk-one" not in result.output
+    assert captured["limits"].max_multivector_values == 99
+    conn = captured["connections"]
+    assert (conn.header_timeout_s, conn.body_timeout_s, conn.keep_alive_s) == (3, 4, 2)
+    assert conn.max_connections == 50 and conn.shutdown_grace_s == 7
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n\n")
+    result = CliRunner().invoke(app, ["serve", "-m", "m", "--api-key-file", str(empty)])
+    assert result.exit_code == 2 and "holds no key" in result.output
+    result = CliRunner().invoke(app, ["serve", "-m", "m", "--api-key-file", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "missing" in result.output
+
+
+def test_run_server_checks_port_and_keys_before_loading(monkeypatch):
+    from flagembed.serve import server
+
+    monkeypatch.delenv("FLAGEMBED_API_KEY", raising=False)
+    monkeypatch.setattr(server, "load_host", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(ValueError, match="--port must be in 0..65535"):
+        server.run_server("m", port=70000)
+    with pytest.raises(ValueError, match="empty"):
+        server.run_server("m", api_keys=[""])

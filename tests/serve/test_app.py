@@ -158,7 +158,7 @@ def test_survives_1000_malformed_requests(client, tiny_embedder):
         r = client.post("/v1/embeddings", content=bad[i % len(bad)], headers={"content-type": "application/json"})
         statuses.add(r.status_code)
         assert "error" in r.json()
-    assert statuses <= {400, 404, 422}  # 400: bytes that are not text at all
+    assert statuses <= {404, 422}
     body = client.post("/v1/embeddings", json={"input": TEXTS}).json()
     np.testing.assert_allclose([d["embedding"] for d in body["data"]], tiny_embedder.encode(TEXTS), atol=1e-6)
     assert client.get("/health").json() == {"status": "ok"}
@@ -274,3 +274,120 @@ def test_batching_disabled_gives_same_result(dense_host, tiny_embedder):
         assert c.get("/info").json()["batching"]["enabled"] is False
     np.testing.assert_allclose([d["embedding"] for d in body["data"]], tiny_embedder.encode(TEXTS), atol=1e-6)
     assert json.loads(json.dumps(body))  # plain JSON
+
+
+def _raw(c, path, payload, **kw):
+    """POST ``payload`` as ASCII JSON (``\\ud800`` stays an escape; httpx's json= cannot encode it)."""
+    return c.post(path, content=json.dumps(payload).encode(), headers={"content-type": "application/json"}, **kw)
+
+
+def test_rerank_joins_title_and_text(m3_client):
+    docs = [{"title": "protein gene", "text": "study"}, "cancer", {"text": "gene"}]
+    body = m3_client.post("/v1/rerank", json={"query": "protein gene study", "documents": docs}).json()
+    scores = {r["index"]: r["relevance_score"] for r in body["results"]}
+    assert scores[0] == pytest.approx(FakeReranker.score("protein gene study", "protein gene study"))
+    assert {r["index"]: r["document"] for r in body["results"]}[0] == docs[0]
+
+
+def test_401_is_counted_under_its_route(dense_host):
+    app = create_app(dense_host, api_keys=ApiKeys(["k"], use_env=False))
+    with TestClient(app) as c:
+        assert c.post("/v1/embeddings", json={"input": "x"}).status_code == 401
+        assert c.get("/v1/nothing", headers={"Authorization": "Bearer k"}).status_code == 404
+        text = c.get("/metrics", headers={"Authorization": "Bearer k"}).text
+    assert 'flagembed_requests_total{route="/v1/embeddings",status="401"} 1.0' in text
+    assert 'route="unmatched",status="404"' in text and 'route="unmatched",status="401"' not in text
+
+
+def test_multivector_output_bound_after_compute(m3_host):
+    fake: FakeM3 = m3_host.model
+    rows = sum(fake.colbert(t).shape[0] for t in TEXTS)
+    limit = rows * fake.dim - 1
+    app = create_app(m3_host, limits=Limits(max_multivector_values=limit), api_keys=ApiKeys(use_env=False))
+    with TestClient(app) as c:
+        msg = _err(c.post("/v1/embeddings/multivector", json={"input": TEXTS}), 413)
+        assert f"{rows} vectors x {fake.dim} dims" in msg and f"max_multivector_values={limit}" in msg
+        assert c.post("/v1/embeddings/multivector", json={"input": TEXTS[:1]}).status_code == 200
+        fake.colbert_dim = fake.dim  # a model that states its ColBERT size is refused before it runs
+        calls = len(fake.calls)
+        assert "max_multivector_values" in _err(c.post("/v1/embeddings/multivector", json={"input": TEXTS}), 413)
+        assert len(fake.calls) == calls
+        assert c.get("/info").json()["limits"]["max_multivector_values"] == limit
+        many = _err(c.post("/v1/embeddings/multivector", json={"input": [TEXTS[3]] * 500}), 413)
+        assert "at least" in many and len(fake.calls) == calls  # refused after reading a few of the 500 texts
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "needle"),
+    [
+        ("/v1/embeddings", {"input": ["ok", "bad \ud800"]}, "input[1]"),
+        ("/v1/embeddings", {"input": "\udfff"}, "input has a lone"),
+        ("/v1/embeddings/sparse", {"input": ["a", "b", "\ud800x"]}, "input[2]"),
+        ("/v1/embeddings/multivector", {"input": ["\ud83d"]}, "input[0]"),
+        ("/v1/rerank", {"query": "q", "documents": ["d", "\ud800"]}, "documents[1]"),
+        ("/v1/rerank", {"query": "q", "documents": [{"text": "t", "title": "\ud800"}]}, "documents[0].title"),
+        ("/v1/rerank", {"query": "\ud800", "documents": ["d"]}, "query"),
+        ("/v1/embeddings", {"input": "x", "model": "\ud800"}, "model"),
+        ("/v1/embeddings", {"input": "x", "user": {"\ud800": ["\udc00"]}}, "a key in user"),
+    ],
+)
+def test_lone_surrogates_are_422_before_the_model(m3_host, path, payload, needle):
+    with TestClient(create_app(m3_host, api_keys=ApiKeys(use_env=False))) as c:
+        r = _raw(c, path, payload)
+        assert needle in _err(r, 422) and "surrogate" in r.text
+        assert m3_host.model.calls == [] and m3_host.reranker.calls == []
+        clean = json.loads(json.dumps(payload).replace("\\ud", "d"))
+        want = 404 if "model" in payload else 422 if "user" in payload else 200  # unknown model; user not a string
+        assert _raw(c, path, clean).status_code == want
+
+
+def test_empty_and_non_ascii_keys_are_refused(monkeypatch):
+    for bad in ([""], ["  "], ["ok", ""], ["clé"], ["two words"]):
+        with pytest.raises(ValueError, match="API key"):
+            ApiKeys(bad, use_env=False)
+    for env in ("", ",", "a,,b", " "):
+        monkeypatch.setenv("FLAGEMBED_API_KEY", env)
+        with pytest.raises(ValueError, match="FLAGEMBED_API_KEY item"):
+            ApiKeys()
+    monkeypatch.setenv("FLAGEMBED_API_KEY", " a , b ")
+    assert len(ApiKeys()) == 2
+
+
+def test_docs_need_the_key_and_duplicate_authorization_is_rejected(dense_host):
+    with TestClient(create_app(dense_host, api_keys=ApiKeys(["k1", "k2"], use_env=False))) as c:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers={"Authorization": "Bearer k1"}).status_code == 200, path
+        two = [("authorization", "Bearer k1"), ("authorization", "Bearer k2")]
+        r = c.post("/v1/embeddings", json={"input": "x"}, headers=two)
+        assert "Authorization headers" in _err(r, 400)
+        bad = c.post("/v1/embeddings", json={"input": "x"}, headers=[("authorization", "Bearer bad"), *two[:1]])
+        assert bad.status_code == 400  # not "last header wins"
+    with TestClient(create_app(dense_host, api_keys=ApiKeys(use_env=False))) as c:
+        assert c.get("/docs").status_code == 200  # no key set: docs stay open
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b'{"input": "x", "dimensions": ' + b"9" * 5000 + b"}", "digits"),
+        (b'{"input": "\xff\xfe"}', "UTF-8"),
+        (b'{"input": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested"),
+        (b"\xff\xfe\x00", "UTF-8"),
+    ],
+)
+def test_undecodable_json_is_a_json_422(client, body, needle):
+    r = client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"})
+    assert needle in _err(r, 422)
+    assert client.post("/v1/embeddings", json={"input": "fine"}).status_code == 200
+
+
+def test_info_reports_connection_limits(dense_host):
+    from flagembed.serve import ConnectionLimits
+
+    conn = ConnectionLimits(header_timeout_s=3, body_timeout_s=4, keep_alive_s=2, max_connections=9)
+    with TestClient(create_app(dense_host, api_keys=ApiKeys(use_env=False), connections=conn)) as c:
+        info = c.get("/info").json()["connections"]
+    assert info["header_timeout_s"] == 3 and info["body_timeout_s"] == 4 and info["max_connections"] == 9
+    with pytest.raises(ValueError, match="body_timeout_s must be > 0"):
+        ConnectionLimits(body_timeout_s=0)

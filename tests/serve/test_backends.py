@@ -10,7 +10,7 @@ import tiny_m3
 import tiny_models
 from fastapi.testclient import TestClient
 
-from flagembed.serve import ApiKeys, create_app, load_host
+from flagembed.serve import ApiKeys, Limits, create_app, load_host
 from flagembed.serve.backends import detect_kind
 
 TEXTS = ["the protein gene study", "what is dense retrieval", "cancer patients treatment risk " * 4]
@@ -41,7 +41,7 @@ def test_load_host_names_and_kinds(real_host, tiny_bert):
     assert real_host.kind == "m3" and real_host.name == "tiny-m3" and real_host.reranker_name == "tiny-reranker"
     assert type(real_host.model).__name__ == "M3Embedder" and type(real_host.reranker).__name__ == "Reranker"
     dense = load_host(str(tiny_bert), served_name="mine", device="cpu")
-    assert dense.kind == "dense" and dense.name == "mine" and str(tiny_bert) in dense.aliases
+    assert dense.kind == "dense" and dense.name == "mine" and dense.aliases == ("tiny-bert",)  # no folder path
     with pytest.raises(ValueError, match="valid: auto, dense, m3"):
         load_host(str(tiny_bert), kind="colbert")  # type: ignore[arg-type]
 
@@ -74,3 +74,74 @@ def test_real_m3_and_reranker_through_the_app(real_host):
         info = c.get("/info").json()["model"]
         assert info["outputs"] == ["dense", "sparse", "multivector"] and info["reranker"]["name"] == "tiny-reranker"
         assert [m["id"] for m in c.get("/v1/models").json()["data"]] == ["tiny-m3", "tiny-reranker"]
+
+
+def test_names_not_paths_in_errors_and_info(real_host, m3_path):
+    with TestClient(create_app(real_host, api_keys=ApiKeys(use_env=False))) as c:
+        missing = c.post("/v1/embeddings", json={"input": "x", "model": "nope"})
+        assert missing.status_code == 404 and "tiny-m3" in missing.text
+        for text in (missing.text, c.get("/info").text, c.get("/v1/models").text):
+            assert str(m3_path.parent) not in text
+        assert c.post("/v1/embeddings", json={"input": "x", "model": str(m3_path)}).status_code == 404
+
+
+def test_rerank_titles_are_joined_like_the_cli(real_host):
+    docs = [{"title": "protein gene", "text": "a study"}, "dark city water", {"text": "cancer risk"}]
+    want = {r.index: r.score for r in real_host.reranker.rerank("gene study", docs)}  # what `flagembed rerank` runs
+    with TestClient(create_app(real_host, api_keys=ApiKeys(use_env=False))) as c:
+        body = c.post("/v1/rerank", json={"query": "gene study", "documents": docs}).json()
+    got = {r["index"]: r["relevance_score"] for r in body["results"]}
+    assert got == pytest.approx(want, abs=1e-6)
+    untitled = real_host.reranker.compute_score([("gene study", "a study")])[0]
+    assert abs(got[0] - untitled) > 1e-6  # the title changed the score
+    echoed = {r["index"]: r["document"] for r in body["results"]}
+    assert echoed[0] == docs[0] and echoed[1] == {"text": "dark city water"} and echoed[2] == {"text": "cancer risk"}
+
+
+def test_multivector_output_bound_is_checked_before_the_model_runs(real_host, monkeypatch):
+    m3 = real_host.model
+    calls = []
+    real_encode = m3.encode
+    monkeypatch.setattr(m3, "encode", lambda *a, **k: calls.append(1) or real_encode(*a, **k))
+    vectors = sum(len(ids) - 1 for ids in real_host.count_tokens(TEXTS, real_host.max_length(None)).ids)
+    exact = vectors * m3.colbert_dim
+    app = create_app(real_host, limits=Limits(max_multivector_values=exact - 1), api_keys=ApiKeys(use_env=False))
+    with TestClient(app) as c:
+        r = c.post("/v1/embeddings/multivector", json={"input": TEXTS})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "output_too_large", r.text
+        assert f"max_multivector_values={exact - 1}" in r.text and not calls
+        assert c.get("/info").json()["limits"]["max_multivector_values"] == exact - 1
+    app = create_app(real_host, limits=Limits(max_multivector_values=exact), api_keys=ApiKeys(use_env=False))
+    with TestClient(app) as c:
+        body = c.post("/v1/embeddings/multivector", json={"input": TEXTS, "encoding_format": "base64"}).json()
+    assert sum(d["shape"][0] * d["shape"][1] for d in body["data"]) == exact and calls
+
+
+FLOOR_TEXTS = [
+    "a b c",
+    "don't stop-me now!! (really)",
+    "中文 文本 没有 空格 日本語のテキスト",
+    "e\u0301te\u0301 cafe\u0301 naïve Ærøskøbing",
+    "\u200b \u200b x \u200b",
+    "_ __ ___ - -- ...",
+    "123 4.5 6,7 1e-9 0x1F",
+    "emoji \U0001f600 \U0001f600\U0001f600 ok",
+    "  spaced   out \t\n tabs  ",
+    "\x00 \x07 control \x1f chars",
+    "protein gene " * 80,
+]
+
+
+@pytest.mark.parametrize("which", ["m3", "bert"])
+def test_word_floor_never_exceeds_real_token_counts(real_host, tiny_bert, which):
+    """The tokenizer-free floor the multi-vector bound uses must hold for the tokenizers we serve."""
+    from transformers import AutoTokenizer
+
+    from flagembed.serve.app import _WORD
+
+    tok = real_host._tokenizer if which == "m3" else AutoTokenizer.from_pretrained(str(tiny_bert))
+    max_length = 64
+    ids = tok(FLOOR_TEXTS, truncation=True, max_length=max_length)["input_ids"]
+    for text, row in zip(FLOOR_TEXTS, ids):
+        words = len(_WORD.findall(text))
+        assert min(words, max_length - 1) - 1 <= len(row) - 1, (text, words, len(row))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import socket
 import threading
 import time
 
@@ -118,3 +119,83 @@ def test_graceful_shutdown_drains_in_flight_requests(tiny_embedder):
 def test_is_loopback():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("example.com")
+
+
+def _conn_app(tiny_embedder, **limits):
+    from flagembed.serve import ConnectionLimits
+
+    fake = FakeM3(tiny_embedder.tokenizer, delay=limits.pop("delay", 0.0))
+    conn = ConnectionLimits(**limits)
+    app = create_app(ModelHost(name="m", model=fake, kind="m3"), api_keys=ApiKeys(use_env=False), connections=conn)
+    return app, fake
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> tuple[bool, bytes]:
+    """Read until the server closes the socket; ``(closed_in_time, bytes_received)``."""
+    sock.settimeout(seconds)
+    got = b""
+    try:
+        while chunk := sock.recv(4096):
+            got += chunk
+    except TimeoutError:
+        return False, got
+    except ConnectionResetError:
+        pass
+    return True, got
+
+
+def test_idle_slow_header_and_slow_body_connections_are_closed(tiny_embedder):
+    app, _ = _conn_app(tiny_embedder, header_timeout_s=0.5, body_timeout_s=0.5, keep_alive_s=0.5)
+    with serve_in_thread(app) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        idle, slow_head, slow_body = (socket.create_connection(("127.0.0.1", port)) for _ in range(3))
+        slow_head.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")
+        slow_body.sendall(
+            b"POST /v1/embeddings/sparse HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{\"input\": "
+        )
+        start = time.monotonic()
+        results = [_closed_within(s, 5) for s in (idle, slow_head, slow_body)]
+        elapsed = time.monotonic() - start
+        for s in (idle, slow_head, slow_body):
+            s.close()
+        assert all(closed for closed, _ in results) and elapsed < 3, (results, elapsed)
+        assert b"408" in results[2][1] and b"body_timeout_s=0.5" in results[2][1]
+        assert httpx.get(f"{url}/health", timeout=5).status_code == 200  # the server still serves
+        info = httpx.get(f"{url}/info", timeout=5).json()["connections"]
+        assert info["header_timeout_s"] == 0.5 and info["keep_alive_s"] == 0.5
+
+
+def test_request_cut_at_the_shutdown_grace_gets_a_json_503(tiny_embedder):
+    app, fake = _conn_app(tiny_embedder, shutdown_grace_s=0.5, delay=3.0)
+    out: dict[str, object] = {}
+    with serve_in_thread(app) as (url, server):
+
+        def slow() -> None:
+            out["resp"] = httpx.post(f"{url}/v1/embeddings/sparse", json={"input": ["protein gene"]}, timeout=30)
+
+        t = threading.Thread(target=slow)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not fake.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.should_exit = True
+        t.join(30)
+    resp = out["resp"]
+    assert resp.status_code == 503 and resp.headers["content-type"] == "application/json", resp.text
+    assert resp.json()["error"]["code"] == "shutting_down"
+
+
+def test_access_log_redacts_key_like_query_parameters():
+    import logging
+
+    from flagembed.serve.server import RedactSecretsFilter, install_log_redaction
+
+    args = ("127.0.0.1:5", "GET", "/v1/models?api_key=sk-123&x=1&Token=abc", "1.1", 401)
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', args, None)
+    RedactSecretsFilter().filter(record)
+    line = record.getMessage()
+    assert "sk-123" not in line and "abc" not in line and "x=1" in line and "api_key=[redacted]" in line
+    install_log_redaction()
+    install_log_redaction()
+    assert sum(isinstance(f, RedactSecretsFilter) for f in logging.getLogger("uvicorn.access").filters) == 1
