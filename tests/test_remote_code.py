@@ -190,7 +190,7 @@ def _cli_embed(model: Path, tmp: Path) -> list[str]:
 
 
 def _cli_rerank(model: Path, tmp: Path) -> list[str]:
-    return ["rerank", "-m", str(model), "-q", "hiv", "-d", str(_docs(tmp)), "--device", "cpu"]
+    return ["rerank", "-m", str(model), "-q", "hiv", "--docs", str(_docs(tmp)), "--device", "cpu"]
 
 
 def _cli_index(model: Path, tmp: Path) -> list[str]:
@@ -269,7 +269,7 @@ def test_cli_registered_model_needing_code_says_how_to_consent(monkeypatch, tmp_
     )
     assert res.exit_code == 2
     assert "needs to run its own Python code" in res.output and "--trust-remote-code" in res.output
-    res = runner.invoke(app, ["rerank", "-m", "BAAI/bge-reranker-v2-minicpm-layerwise", "-q", "x", "-d", str(docs)])
+    res = runner.invoke(app, ["rerank", "-m", "BAAI/bge-reranker-v2-minicpm-layerwise", "-q", "x", "--docs", str(docs)])
     assert res.exit_code == 2 and "--trust-remote-code" in res.output
 
 

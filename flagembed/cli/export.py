@@ -14,14 +14,16 @@ def export(
     model: str = typer.Option(..., "--model", "-m", help="Model name, hub id or local folder."),
     backend: str = typer.Option("onnx", "--backend", help="Export format: onnx."),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: dynamic int8 quantization."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Export folder (default: the export cache)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "--output", "-o", help="Export folder (default: the export cache)."
+    ),
     opset: int = typer.Option(18, help="ONNX opset."),
     revision: Optional[str] = typer.Option(None, help="Model revision (hub models)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a fresh export exists."),
     trust_remote_code: TrustRemoteCode = False,
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
 ) -> None:
-    """Export a model's backbone to ONNX for ``Embedder(..., backend="onnx")`` or plain onnxruntime."""
+    """Export a model's backbone to ONNX, for Embedder(FOLDER, backend="onnx") or plain onnxruntime."""
     from flagembed.engine.backends import export_onnx
     from flagembed.models import open_checkpoint
 

@@ -56,7 +56,7 @@ def merge(
     models: list[str] = typer.Option(..., "--models", "-m", help="Models to merge (names, hub ids or folders)."),
     weights: Optional[list[float]] = typer.Option(None, "--weights", "-w", help="One weight per model, sum 1."),
     model_type: str = typer.Option("encoder", "--type", "-t", help="encoder, reranker or decoder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the merged model to."),
+    out: Path = typer.Option(..., "--out", "--output", "-o", help="Folder to write the merged model to."),
     examples: Optional[Path] = typer.Option(None, help="JSONL few-shot examples: weights = softmax(-loss / T)."),
     temperature: float = typer.Option(5.0, help="T for --examples (lower: sharper weights)."),
     neg_number: int = typer.Option(7, help="Negatives per query for --examples (encoder, reranker)."),
@@ -69,12 +69,19 @@ def merge(
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Merge models (LM-Cocktail) by given weights, or by weights computed from a few examples."""
-    from flagembed._io import read_jsonl
+    from flagembed._io import check_output_dir, read_jsonl
     from flagembed.merge import mix_models, mix_models_by_layers, mix_models_with_data
     from flagembed.models import HubOptions
 
     if (weights is None) == (examples is None):
         fail("give exactly one of --weights or --examples")
+    for i, w in enumerate(weights or []):  # checked here so the message names the CLI flags
+        if w < 0 and not allow_negative:
+            fail(f"--weights: weight {i} is {w}; weights must be >= 0 (pass --allow-negative to subtract)")
+    try:
+        check_output_dir(out, overwrite=overwrite, what="--out")
+    except ValueError as exc:
+        fail(str(exc))
     losses: list[Any] = [""] * len(models)
     code = {"hub": HubOptions(trust_remote_code=trust_remote_code), "trust_remote_code": trust_remote_code}
     try:

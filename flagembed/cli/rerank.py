@@ -22,7 +22,7 @@ _REGISTRY_KIND = {"llm_reranker": "llm", "layerwise_reranker": "layerwise", "lig
 def rerank(
     model: str = typer.Option(..., "--model", "-m", help="Reranker name, hub id or local folder."),
     query: str = typer.Option(..., "--query", "-q", help="The query."),
-    docs: Path = typer.Option(..., "--docs", "-d", help="A .txt file (one document per line) or .jsonl."),
+    docs: Path = typer.Option(..., "--docs", help="A .txt file (one document per line) or .jsonl."),
     top_k: Optional[int] = typer.Option(None, "--top-k", "-k", help="Show only the best k documents."),
     kind: Optional[str] = typer.Option(None, help="cross-encoder, llm, layerwise or lightweight (default: registry)."),
     normalize: bool = typer.Option(False, "--normalize", help="Sigmoid scores into (0, 1)."),

@@ -20,7 +20,9 @@ def finetune_embedder_cmd(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, hub id or folder."),
     train_data: Optional[list[Path]] = typer.Option(None, "--train-data", help="jsonl file or folder (repeatable)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output folder (HF + sentence-transformers)."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "--out", "-o", help="Output folder (HF + sentence-transformers)."
+    ),
     resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint folder to resume from, or 'latest'."),
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
@@ -60,7 +62,7 @@ def _resume(value: Optional[str]) -> str | bool | None:
 def mine(
     model: str = typer.Option(..., "--model", "-m", help="Embedder used for mining."),
     input_file: Path = typer.Option(..., "--input", "-i", help="Training jsonl ({query, pos, neg?})."),
-    output_file: Path = typer.Option(..., "--output", "-o", help="Where to write the jsonl with mined neg."),
+    output_file: Path = typer.Option(..., "--output", "--out", "-o", help="Where to write the jsonl with mined neg."),
     candidate_pool: Optional[Path] = typer.Option(None, help="jsonl ({text}) or .txt of candidate passages."),
     range_for_sampling: str = typer.Option("10-210", help="Ranks to sample negatives from."),
     negative_number: int = typer.Option(15, help="Negatives per query."),
@@ -101,7 +103,7 @@ def mine(
 def score(
     reranker: str = typer.Option(..., "--reranker", "-r", help="Teacher reranker (name or folder)."),
     input_file: Path = typer.Option(..., "--input", "-i", help="Training jsonl ({query, pos, neg})."),
-    output_file: Path = typer.Option(..., "--output", "-o", help="Where to write the jsonl with scores."),
+    output_file: Path = typer.Option(..., "--output", "--out", "-o", help="Where to write the jsonl with scores."),
     model_class: Optional[str] = typer.Option(None, help="encoder-only-base, decoder-only-base, ... (unknown models)."),
     batch_size: Optional[int] = typer.Option(None, help="Scoring batch size."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per pair."),

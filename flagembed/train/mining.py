@@ -201,11 +201,12 @@ def mine_file(
 
     ``candidate_pool`` is a jsonl of ``{"text"}`` (or ``{"title","text"}``) records or a .txt file.
     """
-    from flagembed._io import read_texts
+    from flagembed._io import check_output_file, read_texts
     from flagembed.inference import Embedder
     from flagembed.inference.inputs import as_corpus_list
     from flagembed.train.data import read_examples, write_jsonl
 
+    check_output_file(output_file)  # before the model loads
     examples = read_examples(input_file)
     pool = as_corpus_list(read_texts(candidate_pool))[0] if candidate_pool else None
     embedder = Embedder(model, **(embedder_kwargs or {}))

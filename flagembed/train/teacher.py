@@ -120,8 +120,10 @@ def score_file(
     **score_kwargs: Any,
 ) -> int:
     """Add teacher scores from ``reranker`` to every record of a training jsonl file; returns pairs scored."""
+    from flagembed._io import check_output_file
     from flagembed.train.data import read_examples, write_jsonl
 
+    check_output_file(output_file)  # before the model loads
     examples = read_examples(input_file)
     scorer = load_teacher(reranker, model_class, **(reranker_kwargs or {}))
     scored = add_teacher_scores(scorer, examples, show_progress=show_progress, **score_kwargs)

@@ -54,7 +54,8 @@ def test_merge_by_weights(berts, tmp_path, by_layers):
 def test_negative_weights_on_the_command_line(berts, tmp_path):
     base = ["merge", "-m", str(berts[0]), str(berts[1]), "-w", "1.5", "-0.5", "-o", str(tmp_path / "m")]
     res = runner.invoke(app, base)
-    assert res.exit_code == 2 and "weight 1 is -0.5" in res.output
+    assert res.exit_code == 2 and "weight 1 is -0.5" in res.output and "--allow-negative" in res.output
+    assert "allow_negative=True" not in res.output  # CLI errors name CLI flags
     assert not (tmp_path / "m").exists()
     res = runner.invoke(app, [*base, "--allow-negative"])
     assert res.exit_code == 0, res.output
@@ -78,6 +79,15 @@ def test_merge_by_examples(berts, tmp_path):
     weights = [float(parts[1]) for parts in lines]
     assert len(weights) == 3 and sum(weights) == pytest.approx(1, abs=2e-4)
     assert all(float(parts[2]) > 0 for parts in lines)  # losses shown
+
+
+def test_a_non_empty_output_is_refused_with_the_flag_name(berts, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "mine.txt").write_text("x")
+    res = runner.invoke(app, ["merge", "-m", str(berts[0]), str(berts[1]), "-w", "0.5", "0.5", "--output", str(out)])
+    assert res.exit_code == 2 and "pass --overwrite to replace it" in res.output and "overwrite=True" not in res.output
+    assert (out / "mine.txt").read_text() == "x"
 
 
 def test_clean_errors(berts, tmp_path):

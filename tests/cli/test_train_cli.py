@@ -162,3 +162,15 @@ def test_score_refuses_an_embedder_as_teacher(tiny_bert: Path, tmp_path: Path):
         app, ["score", "--reranker", str(tiny_bert), "--input", str(data), "--output", str(out), "--device", "cpu"]
     )
     assert res.exit_code == 2 and "no trained classification head" in res.output and not out.exists()
+
+
+def test_mine_and_score_check_the_output_before_loading_a_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from flagembed.cli import app
+
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"query": "q", "pos": ["p"], "neg": ["n"]}\n')
+    for cmd in (["mine", "-m", "nope/nope"], ["score", "-r", "nope/nope"]):
+        res = CliRunner().invoke(app, [*cmd, "-i", str(data), "--out", str(tmp_path)])
+        assert res.exit_code == 2 and f"cannot write {tmp_path}: is a directory" in res.output, res.output
