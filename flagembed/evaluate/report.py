@@ -78,7 +78,7 @@ class EvalResult:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_") or "model"
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text.strip("/")).strip("_") or "model"
 
 
 def result_path(result: EvalResult, output_dir: str | os.PathLike[str]) -> Path:
