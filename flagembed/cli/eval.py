@@ -71,8 +71,8 @@ def retrieval(
     except _ERRORS as exc:
         fail(str(exc))
     keys = [k for k in summary_metrics(ks) if k in results[0].metrics]
-    rows = [[f"{r.dataset}-{r.split}", r.mode or "", r.reranker or "-", *(display(r.metrics[k]) for k in keys)]
-            for r in results]  # fmt: skip
+    cells = [[display(r.metrics[k]) if k in r.metrics else "-" for k in keys] for r in results]  # "-": k > rerank top-k
+    rows = [[f"{r.dataset}-{r.split}", r.mode or "", r.reranker or "-", *c] for r, c in zip(results, cells)]
     emit_table(["dataset", "mode", "reranker", *keys], rows)
     typer.echo(f"results under {output}")
 

@@ -152,8 +152,9 @@ def check_retrieval_args(
     """Validate retrieval arguments before any model is loaded; return the sorted distinct cutoffs.
 
     Raises:
-        ValueError: an unknown mode (valid ones listed), a cutoff < 1, ``search_top_k`` < 1, or a cutoff above
-            ``search_top_k`` (recall@100 from 5 hits would be silently wrong: raise the top-k or lower the k).
+        ValueError: an unknown mode (valid ones listed), a cutoff < 1, ``search_top_k`` < 1, a cutoff above
+            ``search_top_k`` (recall@100 from 5 hits would be silently wrong: raise the top-k or lower the k),
+            or every cutoff above ``rerank_top_k`` (reranked results get metrics only at k <= rerank_top_k).
     """
     if not modes:
         raise ValueError(f"no retrieval mode given; valid: {', '.join(MODES)}")
@@ -174,6 +175,8 @@ def check_retrieval_args(
         )
     if rerank_top_k is not None and rerank_top_k < 1:
         raise ValueError(f"rerank_top_k must be >= 1, got {rerank_top_k}")
+    if rerank_top_k is not None and ks[0] > rerank_top_k:
+        raise ValueError(f"every k exceeds rerank_top_k = {rerank_top_k}: reranked results would have no metrics")
     return ks
 
 
@@ -213,7 +216,8 @@ def evaluate_retrieval(
         modes: retrieval modes; ``dense`` works with every embedder (and uses the cache); ``sparse``,
             ``colbert`` and ``hybrid`` (weighted dense 0.4 + sparse 0.2 + ColBERT 0.4) need an ``M3Embedder``.
         search_top_k: hits kept per query; must be >= every k (metrics at k need k hits).
-        reranker: optional object with ``compute_score(pairs)``; reranks the top ``rerank_top_k``.
+        reranker: optional object with ``compute_score(pairs)``; reranks the top ``rerank_top_k``. The reranked
+            results have metrics only at k <= ``rerank_top_k`` (their lists hold that many hits).
         ignore_identical_ids: drop hits whose document id equals the query id (e.g. duplicate-question sets).
         cache_dir: embedding cache folder; reruns with the same configuration skip encoding.
 
@@ -253,7 +257,11 @@ def evaluate_retrieval(
             rname = reranker_name or _scorer_name(reranker)
             stages.append((rname, reranked, retrieval_seconds + time.perf_counter() - start))
         for rname, stage_run, seconds in stages:
-            scores = evaluate_run(data.qrels, stage_run, ks)
+            # reranked lists hold rerank_top_k hits: metrics at a larger k would repeat those at rerank_top_k
+            stage_ks = ks if rname is None else [k for k in ks if k <= rerank_top_k]
+            if len(stage_ks) < len(ks):
+                logger.info("reranked results: no metrics at k > rerank_top_k = %d", rerank_top_k)
+            scores = evaluate_run(data.qrels, stage_run, stage_ks)
             cfg = {"model": config, "eval": {**args, "mode": mode}}
             if rname is not None:
                 cfg["reranker"] = {"name": rname, "rerank_top_k": rerank_top_k}
@@ -266,7 +274,7 @@ def evaluate_retrieval(
                     reranker=rname,
                     mode=mode,
                     metrics=scores.scores,
-                    main_score=f"ndcg_at_{main_k(ks)}",
+                    main_score=f"ndcg_at_{main_k(stage_ks)}",
                     config=cfg,
                     per_query=scores.query_scores(),
                     stats={**data.stats, "cache_hits": cache.hits if cache else 0},

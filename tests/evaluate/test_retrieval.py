@@ -57,8 +57,10 @@ class KeywordReranker:
 def test_rerank_top_k(tiny_embedder, beir_dir):
     data = load_retrieval(beir_dir)
     reranker = KeywordReranker()
-    base, reranked = evaluate_retrieval(tiny_embedder, data, reranker=reranker, rerank_top_k=3, k_values=(1, 3))
+    base, reranked = evaluate_retrieval(tiny_embedder, data, reranker=reranker, rerank_top_k=3, k_values=(1, 3, 5))
     assert reranker.calls == 1  # one compute_score call for all pairs
+    assert "recall_at_5" in base.metrics and "recall_at_5" not in reranked.metrics  # 3 reranked hits: no @5
+    assert reranked.main_score == "ndcg_at_3" and "recall_at_3" in reranked.metrics
     assert reranked.reranker == "KeywordReranker" and base.reranker is None
     texts = dict(zip(data.doc_ids(), data.doc_texts()))
     for qid, hits in reranked.search_results.items():
@@ -124,6 +126,8 @@ def test_top_k_below_a_cutoff_is_refused(tiny_embedder, beir_dir):
         check_retrieval_args(["dense"], [0, 5], 10)
     with pytest.raises(ValueError, match="'foo' is unknown; valid: dense, sparse, colbert, hybrid"):
         check_retrieval_args(["dense", "foo"], [1], 10)
+    with pytest.raises(ValueError, match="every k exceeds rerank_top_k = 5"):
+        check_retrieval_args(["dense"], [10, 100], 100, rerank_top_k=5)
 
 
 def test_summary_metrics_follow_the_asked_cutoffs():
