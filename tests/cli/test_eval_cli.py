@@ -235,6 +235,8 @@ def test_eval_bad_encoding_names_file_and_line(tmp_path):
     assert "test.tsv:8: not valid UTF-8" in line
     (tmp_path / "pairs.tsv").write_bytes(b"sentence1\tsentence2\tscore\na\t\xe9\t1\n")
     assert "pairs.tsv:2: not valid UTF-8" in _error_line(_sts(missing_model, tmp_path / "pairs.tsv", tmp_path / "o"))
+    (tmp_path / "odd" / "test.tsv").mkdir(parents=True)  # unreadable as a file (an OSError, not a traceback)
+    assert "odd/test.tsv" in _error_line(_sts(missing_model, tmp_path / "odd", tmp_path / "o"))
 
 
 def test_eval_mteb_unknown_task_and_offline(tiny_bert, tmp_path, monkeypatch):
