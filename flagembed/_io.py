@@ -256,16 +256,26 @@ def _swap(tmp: Path, target: Path) -> None:
 
 def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Yield one dict per non-empty line; a bad line raises ``ValueError`` with file and line number."""
+    for _, obj in iter_jsonl(path):
+        yield obj
+
+
+def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` per non-empty line of a JSONL file.
+
+    Raises:
+        ValueError: invalid JSON, a line that is not an object, or not UTF-8 (naming file and line).
+    """
     for lineno, line in text_lines(path):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
+            raise ValueError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
         if not isinstance(obj, dict):
             raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield obj
+        yield lineno, obj
 
 
 def text_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
@@ -282,7 +292,9 @@ def text_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, str]]:
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+                raise ValueError(
+                    f"{path}:{lineno}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                ) from None
             yield lineno, line.rstrip("\r\n")
 
 

@@ -1,4 +1,4 @@
-"""``flagembed eval retrieval|sts|mteb``: evaluate models, write results JSON under OUT, print a table."""
+"""``flagembed eval retrieval|sts|mteb``: evaluate models, write results JSON under OUT, print a table (×100)."""
 
 from __future__ import annotations
 
@@ -11,24 +11,35 @@ from flagembed.cli.common import Device, DType, TrustRemoteCode, emit_table, fai
 
 eval_app = typer.Typer(help="Evaluate embedders and rerankers (retrieval, STS, MTEB).", no_args_is_help=True)
 
-_ERRORS = (ValueError, TypeError, FileNotFoundError, NotImplementedError, ImportError)
+# OSError covers unreadable files (permissions) and mteb's ConnectionError when a dataset cannot be fetched.
+_ERRORS = (ValueError, TypeError, OSError, NotImplementedError, ImportError)
 
 
 def _split_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _int_list(text: str, option: str) -> list[int]:
+    out = []
+    for t in _split_list(text):
+        try:
+            out.append(int(t))
+        except ValueError:
+            raise ValueError(f"{option}: {t!r} is not an integer (give e.g. 1,10,100)") from None
+    return out
+
+
 @eval_app.command("retrieval")
 def retrieval(
     model: str = typer.Option(..., "--model", "-m", help="Embedder name, hub id or local folder."),
     data: Path = typer.Option(..., "--data", "-d", help="Retrieval folder (BEIR or FlagEmbedding layout)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for results JSON, tables and the cache."),
+    output: Path = typer.Option(..., "--output", "--out", "-o", help="Folder for results JSON, tables and the cache."),
     split: str = typer.Option("test", help="Qrels split to evaluate."),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="Reranker to rescore the top hits with."),
     rerank_top_k: int = typer.Option(100, "--rerank-top-k", help="Hits per query to rerank."),
     modes: str = typer.Option("dense", help="Comma-separated: dense, sparse, colbert, hybrid (M3 needed)."),
-    search_top_k: int = typer.Option(1000, "--search-top-k", help="Hits kept per query."),
-    k_values: str = typer.Option("1,3,5,10,100,1000", "--k-values", help="Comma-separated cutoffs."),
+    search_top_k: int = typer.Option(1000, "--search-top-k", help="Hits kept per query (>= every k)."),
+    k_values: str = typer.Option("1,3,5,10,100,1000", "--k-values", help="Comma-separated cutoffs (<= top-k)."),
     ignore_identical_ids: bool = typer.Option(False, "--ignore-identical-ids", help="Drop hits with id == query id."),
     batch_size: int = typer.Option(256, help="Texts per batch."),
     plot: bool = typer.Option(False, "--plot", help="Also write recall@k curves as a PNG."),
@@ -36,11 +47,13 @@ def retrieval(
     dtype: DType = "auto",
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
-    """Retrieval on a BEIR-layout folder, optionally reranked; metrics like ndcg_at_10 (fractions)."""
+    """Retrieval on a BEIR-layout folder, optionally reranked; the table shows metrics ×100 (JSON: fractions)."""
+    from flagembed.evaluate import display
     from flagembed.evaluate.jobs import retrieval_job
+    from flagembed.evaluate.retrieval import summary_metrics
 
     try:
-        ks = [int(k) for k in _split_list(k_values)]
+        ks = _int_list(k_values, "--k-values")
         results = retrieval_job(
             model,
             data,
@@ -57,20 +70,21 @@ def retrieval(
                 "device": device,
                 "dtype": dtype,
                 "batch_size": batch_size,
-                "show_progress": True,
+                "show_progress": None,
                 "trust_remote_code": trust_remote_code,
             },
             reranker_kwargs={
                 "device": device,
                 "dtype": dtype,
-                "show_progress": True,
+                "show_progress": None,
                 "trust_remote_code": trust_remote_code,
             },
         )
     except _ERRORS as exc:
         fail(str(exc))
-    keys = [k for k in ("ndcg_at_10", "recall_at_10", "mrr_at_10", "recall_at_100") if k in results[0].metrics]
-    rows = [[r.dataset, r.mode or "", r.reranker or "-", *(f"{r.metrics[k]:.4f}" for k in keys)] for r in results]
+    keys = [k for k in summary_metrics(ks) if k in results[0].metrics]
+    cells = [[display(r.metrics[k]) if k in r.metrics else "-" for k in keys] for r in results]  # "-": k > rerank top-k
+    rows = [[f"{r.dataset}-{r.split}", r.mode or "", r.reranker or "-", *c] for r, c in zip(results, cells)]
     emit_table(["dataset", "mode", "reranker", *keys], rows)
     typer.echo(f"results under {output}")
 
@@ -78,15 +92,21 @@ def retrieval(
 @eval_app.command("sts")
 def sts(
     model: str = typer.Option(..., "--model", "-m", help="Embedder name, hub id or local folder."),
-    data: Path = typer.Option(..., "--data", "-d", help="Pair TSV/JSONL file, or a folder of them (one set)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the results JSON."),
+    data: Path = typer.Option(..., "--data", "-d", help="Pair TSV/JSONL file, or a folder with one file per split."),
+    output: Path = typer.Option(
+        ..., "--output", "--out", "-o", help="Folder for the results JSON and eval_results.md."
+    ),
+    split: Optional[str] = typer.Option(
+        None, help="Split file(s) of a folder: a name (default test), comma-separated names, or 'all'."
+    ),
     name: Optional[str] = typer.Option(None, help="Dataset name in the results (default: file or folder name)."),
     batch_size: int = typer.Option(256, help="Texts per batch."),
     device: Device = None,
     dtype: DType = "auto",
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
-    """STS: Spearman/Pearson correlation of cosine similarity with gold scores (cosine_spearman, fractions)."""
+    """STS: Spearman/Pearson correlation of cosine similarity with gold scores; the table shows them ×100."""
+    from flagembed.evaluate import display
     from flagembed.evaluate.jobs import sts_job
 
     try:
@@ -95,20 +115,20 @@ def sts(
             data,
             output,
             name=name,
+            split=split,
             embedder_kwargs={
                 "device": device,
                 "dtype": dtype,
                 "batch_size": batch_size,
-                "show_progress": True,
+                "show_progress": None,
                 "trust_remote_code": trust_remote_code,
             },
         )
     except _ERRORS as exc:
         fail(str(exc))
     keys = ["cosine_spearman", "cosine_pearson"]
-    emit_table(
-        ["dataset", "pairs", *keys], [[r.dataset, str(r.stats["pairs"]), *(f"{r.metrics[k]:.4f}" for k in keys)]]
-    )
+    row = [r.dataset, r.split, str(r.stats["pairs"]), *(display(r.metrics[k]) for k in keys)]
+    emit_table(["dataset", "split", "pairs", *keys], [row])
     typer.echo(f"results under {output}")
 
 
@@ -117,22 +137,24 @@ def mteb(
     model: str = typer.Option(..., "--model", "-m", help="Embedder name, hub id or local folder."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated MTEB task names."),
     benchmark: Optional[str] = typer.Option(None, help="A named benchmark, e.g. C-MTEB or 'MTEB(eng, v2)'."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for mteb's result files."),
+    output: Optional[Path] = typer.Option(None, "--output", "--out", "-o", help="Folder for mteb's result files."),
     device: Device = None,
     dtype: DType = "auto",
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
-    """Run MTEB / C-MTEB tasks through the mteb package (needs network for its datasets)."""
+    """Run MTEB / C-MTEB tasks through the mteb package (needs network for its datasets); main scores ×100."""
+    from flagembed.evaluate import display
     from flagembed.evaluate.jobs import load_embedder
-    from flagembed.evaluate.mteb_adapter import run_mteb
+    from flagembed.evaluate.mteb_adapter import run_mteb, select_tasks
 
     try:
         if not tasks and not benchmark:
             raise ValueError("give --tasks or --benchmark")
+        selected = select_tasks(_split_list(tasks or ""), benchmark)  # a typo fails before the model loads
         embedder = load_embedder(
-            model, device=device, dtype=dtype, show_progress=True, trust_remote_code=trust_remote_code
+            model, device=device, dtype=dtype, show_progress=None, trust_remote_code=trust_remote_code
         )
-        scores = run_mteb(embedder, tasks=_split_list(tasks or ""), benchmark=benchmark, output_dir=output)
+        scores = run_mteb(embedder, tasks=selected, output_dir=output)
     except _ERRORS as exc:
         fail(str(exc))
-    emit_table(["task", "main_score"], [[t, f"{s['main_score']:.4f}"] for t, s in scores.items()])
+    emit_table(["task", "main_score"], [[t, display(s["main_score"])] for t, s in scores.items()])

@@ -8,10 +8,12 @@ from flagembed.evaluate.metrics import DEFAULT_K, RankingScores, evaluate_run
 from flagembed.evaluate.pair_classification import evaluate_pair_classification
 from flagembed.evaluate.report import (
     EvalResult,
+    display,
     load_results,
     markdown_table,
     plot_curves,
     write_markdown,
+    write_report,
     write_result,
 )
 from flagembed.evaluate.reranking import evaluate_reranking
@@ -26,6 +28,7 @@ __all__ = [
     "RankingScores",
     "RetrievalData",
     "config_hash",
+    "display",
     "evaluate_classification",
     "evaluate_clustering",
     "evaluate_pair_classification",
@@ -41,5 +44,6 @@ __all__ = [
     "plot_curves",
     "rerank_run",
     "write_markdown",
+    "write_report",
     "write_result",
 ]

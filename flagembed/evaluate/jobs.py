@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flagembed._io import check_output_dir
 from flagembed.evaluate.loaders import load_pairs, load_retrieval
 from flagembed.evaluate.metrics import DEFAULT_K
-from flagembed.evaluate.report import EvalResult, plot_curves, write_markdown, write_result
-from flagembed.evaluate.retrieval import Mode, evaluate_retrieval
+from flagembed.evaluate.report import EvalResult, plot_curves, write_report, write_result
+from flagembed.evaluate.retrieval import Mode, check_retrieval_args, evaluate_retrieval
 from flagembed.evaluate.sts import evaluate_sts
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,29 @@ _RERANKER_CLASSES = {
     "layerwise_reranker": "LayerwiseReranker",
     "lightweight_reranker": "LightweightReranker",
 }
+
+
+def model_label(name_or_path: str | os.PathLike[str]) -> str:
+    """A stable name for results, whatever way the model was typed.
+
+    A local folder is ``<folder name>-<8 hex digits of its absolute path>`` (``<run>_<checkpoint-N>`` for a
+    ``checkpoint-*`` folder), so ``./models/x``, ``models/x/`` and ``/abs/models/x`` share results while two
+    different folders named ``x`` never do. A name is the registry's hub id when the registry knows it
+    (``all-MiniLM-L6-v2`` -> ``sentence-transformers/all-MiniLM-L6-v2``), else the name as typed.
+    """
+    from flagembed.models import lookup
+
+    text = os.fspath(name_or_path)
+    local = Path(text).expanduser()
+    if local.is_dir():
+        resolved = local.resolve()
+        base = resolved.name
+        if base.startswith("checkpoint-") and resolved.parent.name:
+            base = f"{resolved.parent.name}_{base}"
+        digest = hashlib.sha256(str(resolved).encode("utf-8")).hexdigest()[:8]
+        return f"{base}-{digest}"
+    spec = lookup(text)
+    return spec.name if spec is not None else text.strip().rstrip("/")
 
 
 def load_embedder(name: str, *, m3: bool | None = None, **kwargs: Any) -> Any:
@@ -63,10 +88,13 @@ def retrieval_job(
 ) -> list[EvalResult]:
     """Evaluate ``model`` (and optionally ``rerank``) on a retrieval folder; write JSON, markdown (and a PNG).
 
-    Files: ``<output>/<model>/<reranker|NoReranker>/<dataset>-<split>.json`` (+ ``.search.json``),
-    ``<output>/eval_results.md``, ``<output>/recall_at_k.png`` with ``plot``. Embeddings are cached under
-    ``cache_dir`` (default ``<output>/embedding_cache``).
+    Files: ``<output>/<model label>/<reranker label|NoReranker>/<dataset>-<split>.json`` (+ ``.search.json``;
+    labels from :func:`model_label`), ``<output>/eval_results.md`` (regenerated from every result under
+    ``output``), ``<output>/recall_at_k.png`` with ``plot``. Embeddings are cached under ``cache_dir`` (default
+    ``<output>/embedding_cache``). Arguments and data are checked before any model is loaded.
     """
+    check_retrieval_args(modes, k_values, search_top_k, rerank_top_k if rerank else None)
+    check_output_dir(output)
     dataset = load_retrieval(data, split)
     needs_m3 = any(m != "dense" for m in modes)
     embedder = load_embedder(model, m3=True if needs_m3 else None, **(embedder_kwargs or {}))
@@ -81,14 +109,12 @@ def retrieval_job(
         rerank_top_k=rerank_top_k,
         ignore_identical_ids=ignore_identical_ids,
         cache_dir=cache_dir if cache_dir is not None else Path(output) / "embedding_cache",
-        model_name=model,
-        reranker_name=rerank,
+        model_name=model_label(model),
+        reranker_name=model_label(rerank) if rerank else None,
     )
     for r in results:
         write_result(r, output, search_results=True)
-    ks = sorted(set(k_values))
-    metrics = [m for m in (f"ndcg_at_{min(10, ks[-1])}", f"recall_at_{ks[-1]}") if m in results[0].metrics]
-    write_markdown(results, Path(output) / "eval_results.md", metrics)
+    write_report(output)
     if plot:
         plot_curves(results, Path(output) / "recall_at_k.png", "recall")
     return results
@@ -100,20 +126,25 @@ def sts_job(
     output: str | os.PathLike[str],
     *,
     name: str | None = None,
-    split: str = "test",
+    split: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     embedder_kwargs: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on a pair file or folder (STS); write the result JSON and a markdown table."""
-    pairs = load_pairs(data, name=name)
+    """Evaluate ``model`` on a pair file or folder (STS); write the result JSON and regenerate the markdown report.
+
+    ``split`` picks the folder's split file(s) (default ``test``, ``"all"`` for every file; see
+    :func:`~flagembed.evaluate.load_pairs`); the result is labelled with what was read. The data is read
+    before the model is loaded.
+    """
+    check_output_dir(output)
+    pairs = load_pairs(data, name=name, split=split)
     embedder = load_embedder(model, **(embedder_kwargs or {}))
     result = evaluate_sts(
         embedder,
         pairs,
-        split=split,
         cache_dir=cache_dir if cache_dir is not None else Path(output) / "embedding_cache",
-        model_name=model,
+        model_name=model_label(model),
     )
     write_result(result, output)
-    write_markdown([result], Path(output) / "eval_results.md", ["cosine_spearman", "cosine_pearson"])
+    write_report(output)
     return result

@@ -13,13 +13,14 @@ import hashlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flagembed._io import read_jsonl
+from flagembed._io import iter_jsonl, text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -62,61 +63,64 @@ class PairData:
     sentence1: list[str]
     sentence2: list[str]
     scores: np.ndarray
+    split: str = "test"  # what was read: a split name, or several joined by "+"
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+SPLIT_NAMES = ("train", "dev", "valid", "validation", "test", "trial")
 
 
 def _doc_id(obj: dict[str, Any], path: Path, i: int) -> str:
     for key in ("_id", "id", "docid"):
         if key in obj:
             return str(obj[key])
-    raise ValueError(f"{path}: record {i} has no '_id' or 'id' field (keys: {sorted(obj)})")
+    raise ValueError(f"{path}:{i}: record has no '_id' or 'id' field (keys: {sorted(obj)})")
 
 
 def _load_corpus(path: Path) -> dict[str, dict[str, str]]:
     corpus: dict[str, dict[str, str]] = {}
-    for i, obj in enumerate(read_jsonl(path)):
+    for i, obj in iter_jsonl(path):
         doc_id = _doc_id(obj, path, i)
         if doc_id in corpus:
-            raise ValueError(f"{path}: record {i} repeats document id {doc_id!r}")
+            raise ValueError(f"{path}:{i}: repeats document id {doc_id!r}")
         corpus[doc_id] = {"title": str(obj.get("title") or ""), "text": str(obj.get("text") or "")}
     return corpus
 
 
 def _load_queries(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
-    for i, obj in enumerate(read_jsonl(path)):
+    for i, obj in iter_jsonl(path):
         if "text" not in obj:
-            raise ValueError(f"{path}: record {i} has no 'text' field")
+            raise ValueError(f"{path}:{i}: record has no 'text' field")
         out[_doc_id(obj, path, i)] = str(obj["text"])
     return out
 
 
 def _load_qrels_tsv(path: Path) -> list[tuple[str, str, int]]:
     rows: list[tuple[str, str, int]] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.rstrip("\r\n").split("\t")
-            if not line.strip():
-                continue
-            if lineno == 1 and not _is_number(parts[-1]):
-                continue  # header
-            if len(parts) == 4:  # TREC qrels: qid 0 docid rel
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3 or not _is_number(parts[2]):
-                raise ValueError(f"{path}:{lineno}: expected 'query-id<TAB>corpus-id<TAB>score', got {line.strip()!r}")
-            rows.append((parts[0], parts[1], int(float(parts[2]))))
+    for lineno, line in text_lines(path):
+        parts = line.rstrip("\r\n").split("\t")
+        if not line.strip():
+            continue
+        if lineno == 1 and not _is_number(parts[-1]):
+            continue  # header
+        if len(parts) == 4:  # TREC qrels: qid 0 docid rel
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3 or not _is_number(parts[2]):
+            raise ValueError(f"{path}:{lineno}: expected 'query-id<TAB>corpus-id<TAB>score', got {line.strip()!r}")
+        rows.append((parts[0], parts[1], int(float(parts[2]))))
     return rows
 
 
 def _load_qrels_jsonl(path: Path) -> list[tuple[str, str, int]]:
     rows = []
-    for i, obj in enumerate(read_jsonl(path)):
+    for i, obj in iter_jsonl(path):
         try:
             rows.append((str(obj["qid"]), str(obj["docid"]), int(obj.get("relevance", 1))))
         except KeyError as exc:
-            raise ValueError(f"{path}: record {i} lacks {exc.args[0]!r} (need qid, docid, relevance)") from exc
+            raise ValueError(f"{path}:{i}: record lacks {exc.args[0]!r} (need qid, docid, relevance)") from None
     return rows
 
 
@@ -139,6 +143,8 @@ def load_retrieval(directory: str | os.PathLike[str], split: str = "test", *, na
         ValueError: the split has no usable judgements.
     """
     root = Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder" if not root.exists() else f"{root}: not a folder")
     corpus_path = root / "corpus.jsonl"
     if (root / "qrels" / f"{split}.tsv").is_file():
         queries_path, qrels_rows = root / "queries.jsonl", _load_qrels_tsv(root / "qrels" / f"{split}.tsv")
@@ -177,46 +183,82 @@ def load_retrieval(directory: str | os.PathLike[str], split: str = "test", *, na
     return RetrievalData(name or root.name, split, corpus, queries, qrels, stats)
 
 
-def load_pairs(path: str | os.PathLike[str], *, name: str | None = None) -> PairData:
+def pair_splits(folder: str | os.PathLike[str]) -> dict[str, list[Path]]:
+    """The splits of a pair folder: file stem -> files (``test.tsv`` -> ``test``), in name order."""
+    files = sorted(Path(folder).glob("*.tsv")) + sorted(Path(folder).glob("*.jsonl"))
+    out: dict[str, list[Path]] = {}
+    for f in files:
+        out.setdefault(f.stem, []).append(f)
+    return dict(sorted(out.items()))
+
+
+def _select_pair_files(p: Path, split: str | None) -> tuple[list[Path], str, str]:
+    """(files, dataset name, split label) for a pair file or folder and a requested split."""
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    if not p.is_dir():
+        stem_is_split = p.stem.lower() in SPLIT_NAMES
+        if split is not None and stem_is_split and split != p.stem:
+            raise ValueError(f"{p} holds split {p.stem!r}, not {split!r}; pass the folder {p.parent} with --split")
+        label = p.stem if stem_is_split else (split or "test")
+        return [p], (p.parent.name if stem_is_split else p.stem), label
+    splits = pair_splits(p)
+    if not splits:
+        subs = sorted(d.name for d in p.iterdir() if d.is_dir())
+        hint = f" (sub-folders: {', '.join(subs)}; pass one of them)" if subs else ""
+        raise FileNotFoundError(f"{p}: no .tsv or .jsonl files{hint}")
+    wanted = list(splits) if split == "all" else [s.strip() for s in (split or "test").split(",") if s.strip()]
+    missing = [s for s in wanted if s not in splits]
+    if missing or not wanted:
+        raise FileNotFoundError(
+            f"{p}: no split {', '.join(map(repr, missing or [split]))}; available: {', '.join(splits)}, all"
+        )
+    return [f for s in wanted for f in splits[s]], p.name, "+".join(wanted)
+
+
+def load_pairs(path: str | os.PathLike[str], *, name: str | None = None, split: str | None = None) -> PairData:
     """Load scored pairs from a TSV (header with ``sentence1``, ``sentence2``, ``score`` or ``label``) or JSONL.
 
-    Extra columns are ignored. A folder loads every ``*.tsv`` in it, in name order, as one set
-    (SICK-R: MTEB scores train + trial + test together).
+    Extra columns are ignored. A folder holds one file per split (``train.tsv``, ``test.tsv``, ...):
+    ``split`` picks one (default ``test``), several (``"train,test"``) or ``"all"`` (SICK-R: MTEB scores
+    train + trial + test together). ``PairData.split`` records what was read (``"test+train+trial"`` for all
+    of SICK-R). A file named like a split (``valid.tsv``) is that split of the dataset named by its folder;
+    any other file is dataset ``<stem>`` and labelled ``split`` (default ``test``).
 
     Raises:
-        ValueError: a required column is missing or a score is not a number (file and row named).
+        FileNotFoundError: no such path, or the folder lacks the split (the message lists the available ones).
+        ValueError: a required column is missing, a score is not a number, or a line is not UTF-8 (file:line).
     """
-    p = Path(path)
-    files = sorted(p.glob("*.tsv")) + sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
-    if not files:
-        raise FileNotFoundError(f"{p}: no .tsv or .jsonl files")
+    files, default_name, label = _select_pair_files(Path(path), split)
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
     for f in files:
-        rows = _read_rows(f)
-        for i, row in enumerate(rows):
+        for lineno, row in _read_rows(f):
             key = "score" if "score" in row else "label"
             try:
                 a, b, value = row["sentence1"], row["sentence2"], row[key]
             except KeyError as exc:
                 raise ValueError(
-                    f"{f}: row {i} lacks {exc.args[0]!r}; need sentence1, sentence2 and score or label"
-                ) from exc
+                    f"{f}:{lineno}: row lacks {exc.args[0]!r}; need sentence1, sentence2 and score or label"
+                ) from None
             try:
                 scores.append(float(value))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{f}: row {i} has a non-numeric {key} {value!r}") from exc
+            except (TypeError, ValueError):
+                raise ValueError(f"{f}:{lineno}: non-numeric {key} {value!r}") from None
             s1.append(str(a))
             s2.append(str(b))
     if not scores:
-        raise ValueError(f"{p}: no pairs found")
-    return PairData(name or p.stem, s1, s2, np.asarray(scores, dtype=np.float64))
+        raise ValueError(f"{path}: no pairs found")
+    return PairData(name or default_name, s1, s2, np.asarray(scores, dtype=np.float64), label)
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, row)`` of a JSONL file or a headed TSV (no quoting)."""
     if path.suffix in (".jsonl", ".json"):
-        return list(read_jsonl(path))
+        yield from iter_jsonl(path)
+        return
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    reader = csv.DictReader((line for _, line in text_lines(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
+    for row in reader:
+        yield reader.line_num, row  # one line per row: no quoting

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 QUERY_INSTRUCTED_TYPES = ("Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking")
 C_MTEB_BENCHMARK = "C-MTEB"
+# Names people use for benchmarks that mteb files under another name (mteb >= 1.2x calls C-MTEB "MTEB(cmn, v1)").
+BENCHMARK_ALIASES = {"c-mteb": "MTEB(cmn, v1)", "cmteb": "MTEB(cmn, v1)"}
 
 
 def _import_mteb() -> Any:
@@ -164,6 +166,45 @@ def to_mteb(embedder: Any, **kwargs: Any) -> FlagembedMTEBModel:
     return FlagembedMTEBModel(embedder, **kwargs)
 
 
+def _key_error_text(exc: KeyError) -> str:
+    text = str(exc.args[0]) if exc.args else str(exc)
+    return text.removeprefix("KeyError: ")
+
+
+def select_tasks(
+    tasks: Iterable[Any] | None = None,
+    benchmark: str | None = None,
+    *,
+    languages: Sequence[str] | None = None,
+) -> list[Any]:
+    """mteb task objects for task names/objects or a named benchmark, resolved without loading any data or model.
+
+    ``C-MTEB`` is accepted for mteb's ``MTEB(cmn, v1)``.
+
+    Raises:
+        ValueError: neither given, or an unknown task or benchmark name (mteb's "did you mean" included).
+        ImportError: mteb is not installed.
+    """
+    mteb = _import_mteb()
+    if not tasks and not benchmark:
+        raise ValueError("give tasks (e.g. ['STSBenchmark']) or a benchmark (e.g. 'C-MTEB')")
+    try:
+        if benchmark:
+            try:
+                return list(mteb.get_benchmark(benchmark).tasks)
+            except KeyError:
+                alias = BENCHMARK_ALIASES.get(benchmark.strip().lower())
+                if alias is None:
+                    raise
+                return list(mteb.get_benchmark(alias).tasks)
+        names = [t for t in tasks or [] if isinstance(t, str)]
+        objects = [t for t in tasks or [] if not isinstance(t, str)]
+        return objects + (list(mteb.get_tasks(tasks=names, languages=languages)) if names else [])
+    except KeyError as exc:
+        kind = "benchmark" if benchmark else "task"
+        raise ValueError(f"unknown mteb {kind}: {_key_error_text(exc)}") from None
+
+
 def run_mteb(
     embedder: Any,
     *,
@@ -175,25 +216,26 @@ def run_mteb(
 ) -> dict[str, dict[str, float]]:
     """Run mteb tasks (names or task objects) or a named benchmark (e.g. ``C-MTEB``); return main scores per task.
 
-    Needs network access for mteb's datasets unless the tasks are local. Results are also written by mteb
-    under ``output_dir`` when given.
+    Needs network access for mteb's datasets unless they are in the Hugging Face cache or the tasks are local.
+    Results are also written by mteb under ``output_dir`` when given. Resolve names first with
+    :func:`select_tasks` to fail on a typo before loading a model.
 
     Raises:
-        ValueError: neither tasks nor benchmark given.
+        ValueError: neither tasks nor benchmark given, or an unknown name (see :func:`select_tasks`).
+        ConnectionError: a dataset could not be downloaded (offline, or the hub unreachable).
         ImportError: mteb is not installed.
     """
     mteb = _import_mteb()
-    if not tasks and not benchmark:
-        raise ValueError("give tasks (e.g. ['STSBenchmark']) or a benchmark (e.g. 'C-MTEB')")
-    if benchmark:
-        selected = list(mteb.get_benchmark(benchmark).tasks)
-    else:
-        names = [t for t in tasks or [] if isinstance(t, str)]
-        objects = [t for t in tasks or [] if not isinstance(t, str)]
-        selected = objects + (list(mteb.get_tasks(tasks=names, languages=languages)) if names else [])
+    selected = select_tasks(tasks, benchmark, languages=languages)
     model = to_mteb(embedder, task_instructions=task_instructions)
     cache = mteb.ResultCache(cache_path=str(output_dir)) if output_dir else None
-    result = mteb.evaluate(model, selected, cache=cache)
+    try:
+        result = mteb.evaluate(model, selected, cache=cache)
+    except ConnectionError as exc:
+        raise ConnectionError(
+            f"mteb could not fetch a dataset ({exc}); its tasks need network access or the datasets in the "
+            "Hugging Face cache"
+        ) from exc
     out: dict[str, dict[str, float]] = {}
     for task_result in result.task_results:
         out[task_result.task_name] = {"main_score": float(task_result.get_score())}

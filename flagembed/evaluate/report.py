@@ -16,6 +16,15 @@ from flagembed.evaluate.cache import config_hash
 
 logger = logging.getLogger(__name__)
 
+DISPLAY_SCALE = 100.0  # tables show metrics ×100 (MTEB's leaderboard convention); JSON keeps fractions
+REPORT_NAME = "eval_results.md"
+_EXTRA_METRICS = {"sts": ("cosine_pearson",), "retrieval": ("recall_at_100",)}
+
+
+def display(value: float) -> str:
+    """A metric as every console table and markdown report shows it: ×100 with 2 decimals (0.77583 -> "77.58")."""
+    return f"{value * DISPLAY_SCALE:.2f}"
+
 
 def flagembed_version() -> str:
     """The installed flagembed version (recorded in every result)."""
@@ -69,7 +78,7 @@ class EvalResult:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.strip("/")).strip("_") or "model"
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text.strip("/")).strip("_") or "model"
 
 
 def result_path(result: EvalResult, output_dir: str | os.PathLike[str]) -> Path:
@@ -96,28 +105,30 @@ def load_results(output_dir: str | os.PathLike[str]) -> list[EvalResult]:
     for p in sorted(Path(output_dir).rglob("*.json")):
         if p.name.endswith(".search.json"):
             continue
-        with open(p, encoding="utf-8") as f:
-            d = json.load(f)
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{p}: not a readable result JSON ({exc})") from None
         if isinstance(d, dict) and "metrics" in d and "task" in d:
             out.append(EvalResult.from_dict(d))
     return out
 
 
-def markdown_table(results: Sequence[EvalResult], metric: str | None = None, *, scale: float = 100.0) -> str:
+def markdown_table(results: Sequence[EvalResult], metric: str | None = None) -> str:
     """A markdown table: rows (model, reranker[, mode]), columns datasets + average, values ×100, best bold.
 
-    ``metric`` defaults to each result's main score (all results should share it).
+    ``metric`` defaults to the first result's main score; results without it are left out.
     """
     if not results:
         raise ValueError("no results to tabulate")
     metric = metric or results[0].main_score
-    columns = sorted({f"{r.dataset}-{r.split}" for r in results})
+    columns = sorted({f"{r.dataset}-{r.split}" for r in results if metric in r.metrics})
     rows: dict[tuple[str, str], dict[str, float]] = {}
     for r in results:
         if metric not in r.metrics:
             continue
         label = r.model if not r.mode or r.mode == "dense" else f"{r.model} ({r.mode})"
-        rows.setdefault((label, r.reranker or "NoReranker"), {})[f"{r.dataset}-{r.split}"] = r.metrics[metric] * scale
+        rows.setdefault((label, r.reranker or "NoReranker"), {})[f"{r.dataset}-{r.split}"] = r.metrics[metric]
     if not rows:
         raise ValueError(f"no result has metric {metric!r}")
     table = {k: {**v, "average": sum(v.values()) / len(v)} for k, v in rows.items()}
@@ -130,7 +141,7 @@ def markdown_table(results: Sequence[EvalResult], metric: str | None = None, *, 
             if c not in values:
                 cells.append("")
                 continue
-            text = f"{values[c]:.3f}"
+            text = display(values[c])
             cells.append(f"**{text}**" if len(table) > 1 and values[c] == best[c] else text)
         lines.append(f"| {model} | {reranker} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -142,6 +153,36 @@ def write_markdown(results: Sequence[EvalResult], path: str | os.PathLike[str], 
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def report_metrics(results: Sequence[EvalResult]) -> list[str]:
+    """The metrics a report shows for results of one task: their main scores, then the task's extras present."""
+    names = list(dict.fromkeys(r.main_score for r in results))
+    if any(r.task == "retrieval" for r in results):
+        names += [m.replace("ndcg_", "recall_") for m in names if m.startswith("ndcg_at_")]
+    names += [m for r in results for m in _EXTRA_METRICS.get(r.task, ())]
+    return [m for m in dict.fromkeys(names) if any(m in r.metrics for r in results)]
+
+
+def write_report(output_dir: str | os.PathLike[str]) -> Path:
+    """Regenerate ``<output_dir>/eval_results.md`` from every result JSON under ``output_dir``.
+
+    One section per task, one table per metric (:func:`report_metrics`), so results of earlier runs into the
+    same folder (other datasets, splits, models or tasks) stay in the report.
+    """
+    results = load_results(output_dir)
+    if not results:
+        raise ValueError(f"{output_dir}: no result JSON files to report")
+    tasks = sorted({r.task for r in results})
+    parts = []
+    for task in tasks:
+        group = [r for r in results if r.task == task]
+        tables = "\n".join(markdown_table(group, m) for m in report_metrics(group))
+        parts.append(f"# {task}\n\n{tables}")
+    path = Path(output_dir) / REPORT_NAME
+    with atomic_write(path, "w") as f:
+        f.write("\n".join(parts))
+    return path
 
 
 def plot_curves(results: Sequence[EvalResult], path: str | os.PathLike[str], metric: str = "recall") -> Path:

@@ -132,7 +132,9 @@ def _m3_searcher(model: Any, data: RetrievalData, modes: Sequence[str], progress
         )
     needed = {"dense", "sparse", "colbert"} if "hybrid" in modes else set(modes) & {"dense", "sparse", "colbert"}
     order = [m for m in ("dense", "sparse", "colbert") if m in needed]
-    return HybridSearcher.build(model, data.doc_texts(), data.doc_ids(), modes=order, show_progress=progress)
+    return HybridSearcher.build(
+        model, data.doc_texts(), data.doc_ids(), modes=order, show_progress=progress, store_docs=False
+    )
 
 
 def _m3_search(searcher: Any, mode: str, data: RetrievalData, top_k: int, ignore_identical_ids: bool) -> Run:
@@ -144,6 +146,53 @@ def _m3_search(searcher: Any, mode: str, data: RetrievalData, top_k: int, ignore
         pairs = [(d, float(s)) for d, s in zip(ids, scores) if not (ignore_identical_ids and d == qid)]
         run[qid] = dict(pairs[:top_k])
     return run
+
+
+def check_retrieval_args(
+    modes: Sequence[str], k_values: Sequence[int], search_top_k: int, rerank_top_k: int | None = None
+) -> list[int]:
+    """Validate retrieval arguments before any model is loaded; return the sorted distinct cutoffs.
+
+    Raises:
+        ValueError: an unknown mode (valid ones listed), a cutoff < 1, ``search_top_k`` < 1, a cutoff above
+            ``search_top_k`` (recall@100 from 5 hits would be silently wrong: raise the top-k or lower the k),
+            or every cutoff above ``rerank_top_k`` (reranked results get metrics only at k <= rerank_top_k).
+    """
+    if not modes:
+        raise ValueError(f"no retrieval mode given; valid: {', '.join(MODES)}")
+    for i, m in enumerate(modes):
+        if m not in MODES:
+            raise ValueError(f"modes[{i}] = {m!r} is unknown; valid: {', '.join(MODES)}")
+    ks = sorted({int(k) for k in k_values})
+    if not ks:
+        raise ValueError("k_values is empty; give at least one cutoff, e.g. 1,10,100")
+    if ks[0] < 1:
+        raise ValueError(f"k_values has {ks[0]}: every k must be >= 1")
+    if search_top_k < 1:
+        raise ValueError(f"search_top_k must be >= 1, got {search_top_k}")
+    if ks[-1] > search_top_k:
+        raise ValueError(
+            f"k = {ks[-1]} exceeds search_top_k = {search_top_k}: metrics at {ks[-1]} would be computed from "
+            f"{search_top_k} hits; raise search_top_k to >= {ks[-1]} or drop the larger k values"
+        )
+    if rerank_top_k is not None and rerank_top_k < 1:
+        raise ValueError(f"rerank_top_k must be >= 1, got {rerank_top_k}")
+    if rerank_top_k is not None and ks[0] > rerank_top_k:
+        raise ValueError(f"every k exceeds rerank_top_k = {rerank_top_k}: reranked results would have no metrics")
+    return ks
+
+
+def main_k(k_values: Sequence[int]) -> int:
+    """The main score's cutoff: 10 (MTEB's ndcg_at_10) when asked, else the largest k below 10, else the smallest."""
+    ks = sorted(set(k_values))
+    below = [k for k in ks if k <= 10]
+    return below[-1] if below else ks[0]
+
+
+def summary_metrics(k_values: Sequence[int]) -> list[str]:
+    """Metrics for tables: ndcg and mrr at :func:`main_k`, recall there and at every larger asked k."""
+    ks, k0 = sorted(set(k_values)), main_k(k_values)
+    return [f"ndcg_at_{k0}", f"mrr_at_{k0}", *(f"recall_at_{k}" for k in ks if k >= k0)]
 
 
 def evaluate_retrieval(
@@ -168,8 +217,9 @@ def evaluate_retrieval(
         data: a split from :func:`flagembed.evaluate.load_retrieval`.
         modes: retrieval modes; ``dense`` works with every embedder (and uses the cache); ``sparse``,
             ``colbert`` and ``hybrid`` (weighted dense 0.4 + sparse 0.2 + ColBERT 0.4) need an ``M3Embedder``.
-        search_top_k: hits kept per query (cap for recall@k).
-        reranker: optional object with ``compute_score(pairs)``; reranks the top ``rerank_top_k``.
+        search_top_k: hits kept per query; must be >= every k (metrics at k need k hits).
+        reranker: optional object with ``compute_score(pairs)``; reranks the top ``rerank_top_k``. The reranked
+            results have metrics only at k <= ``rerank_top_k`` (their lists hold that many hits).
         ignore_identical_ids: drop hits whose document id equals the query id (e.g. duplicate-question sets).
         cache_dir: embedding cache folder; reruns with the same configuration skip encoding.
 
@@ -177,19 +227,16 @@ def evaluate_retrieval(
         One :class:`EvalResult` per mode (plus one per mode with the reranker).
 
     Raises:
-        ValueError: unknown mode, bad cutoffs, or an M3 mode with a non-M3 embedder.
+        ValueError: unknown mode, bad cutoffs (see :func:`check_retrieval_args`), or an M3 mode with a non-M3
+            embedder.
     """
-    for i, m in enumerate(modes):
-        if m not in MODES:
-            raise ValueError(f"modes[{i}] = {m!r} is unknown; valid: {', '.join(MODES)}")
-    if search_top_k < 1:
-        raise ValueError(f"search_top_k must be >= 1, got {search_top_k}")
+    ks = check_retrieval_args(modes, k_values, search_top_k, rerank_top_k if reranker is not None else None)
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     config = model_config(model)
     name = model_name or str(config.get("name") or type(model).__name__)
     args = {
         "search_top_k": search_top_k,
-        "k_values": sorted(set(k_values)),
+        "k_values": ks,
         "ignore_identical_ids": ignore_identical_ids,
         "corpus": data.fingerprint(),
     }
@@ -212,7 +259,11 @@ def evaluate_retrieval(
             rname = reranker_name or _scorer_name(reranker)
             stages.append((rname, reranked, retrieval_seconds + time.perf_counter() - start))
         for rname, stage_run, seconds in stages:
-            scores = evaluate_run(data.qrels, stage_run, k_values)
+            # reranked lists hold rerank_top_k hits: metrics at a larger k would repeat those at rerank_top_k
+            stage_ks = ks if rname is None else [k for k in ks if k <= rerank_top_k]
+            if len(stage_ks) < len(ks):
+                logger.info("reranked results: no metrics at k > rerank_top_k = %d", rerank_top_k)
+            scores = evaluate_run(data.qrels, stage_run, stage_ks)
             cfg = {"model": config, "eval": {**args, "mode": mode}}
             if rname is not None:
                 cfg["reranker"] = {"name": rname, "rerank_top_k": rerank_top_k}
@@ -225,7 +276,7 @@ def evaluate_retrieval(
                     reranker=rname,
                     mode=mode,
                     metrics=scores.scores,
-                    main_score="ndcg_at_10" if "ndcg_at_10" in scores.scores else next(iter(scores.scores)),
+                    main_score=f"ndcg_at_{main_k(stage_ks)}",
                     config=cfg,
                     per_query=scores.query_scores(),
                     stats={**data.stats, "cache_hits": cache.hits if cache else 0},

@@ -48,14 +48,15 @@ def evaluate_sts(
     model: Any,
     data: PairData,
     *,
-    split: str = "test",
+    split: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     model_name: str | None = None,
     show_progress: bool | None = None,
 ) -> EvalResult:
     """Embed both sides of each pair (no instruction), correlate similarities with the gold scores.
 
-    The main score is ``cosine_spearman`` (MTEB). Each distinct sentence is embedded once.
+    The main score is ``cosine_spearman`` (MTEB). Each distinct sentence is embedded once. The result's split
+    is ``split`` when given, else what the loader read (``data.split``).
     """
     start = time.perf_counter()
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
@@ -66,7 +67,7 @@ def evaluate_sts(
     return EvalResult(
         task="sts",
         dataset=data.name,
-        split=split,
+        split=split or data.split,
         model=model_name or str(config.get("name")),
         metrics=metrics,
         main_score="cosine_spearman",

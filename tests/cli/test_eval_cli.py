@@ -28,7 +28,7 @@ def test_eval_retrieval_writes_results_and_reuses_cache(tiny_bert, tmp_path):
     assert set(record["metrics"]) >= {"ndcg_at_10", "recall_at_3", "mrr_at_10", "precision_at_1"}
     assert record["config"]["model"]["pooling"] and record["config_hash"] and record["flagembed_version"]
     assert set(record["per_query"]) == {"q1", "q2", "q3"}
-    assert (out / "eval_results.md").read_text().startswith("## ndcg_at_10")
+    assert (out / "eval_results.md").read_text().startswith("# retrieval\n\n## ndcg_at_10")
     assert (out / "recall_at_k.png").stat().st_size > 0
     search = json.loads(files[0].with_suffix(".search.json").read_text())
     assert set(search) == {"q1", "q2", "q3"}
@@ -110,3 +110,143 @@ def test_eval_retrieval_with_reranker(tiny_bert, tmp_path):
         assert len(docs) == 2
         direct = reranker.compute_score([(data.queries[qid], texts[d]) for d in docs])
         assert list(docs.values()) == pytest.approx(list(np.ravel(direct)), abs=1e-4)
+
+
+def _sts_folder(root, splits=(("train", 6), ("valid", 5), ("test", 4))):
+    root.mkdir(parents=True)
+    words = ["cat", "dog", "rain", "bread", "stock", "city", "window", "flour"]
+    for split, n in splits:
+        rows = "".join(f"{split} {words[i]}\ta {words[(i * 3) % 8]}\t{i % 5}\n" for i in range(n))
+        (root / f"{split}.tsv").write_text("sentence1\tsentence2\tscore\n" + rows)
+    return root
+
+
+def _error_line(res, *, after_model_load=False):
+    """The one ``error:`` line (after the weight-loading bar, which only the CliRunner shows, if a model loaded)."""
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert "Traceback" not in res.output and lines[-1].startswith("error: "), res.output
+    assert len(lines) == 1 or (after_model_load and all(line.startswith("Loading weights") for line in lines[:-1]))
+    return lines[-1]
+
+
+def _sts(model, data, out, *extra):
+    return runner.invoke(app, ["eval", "sts", "-m", str(model), "-d", str(data), "-o", str(out), "--device", "cpu",
+                               *extra])  # fmt: skip
+
+
+def test_eval_sts_reads_the_test_split_and_labels_it(tiny_bert, tmp_path):
+    data = _sts_folder(tmp_path / "stsb")
+    res = _sts(tiny_bert, data, tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    (path,) = (tmp_path / "o").rglob("stsb-*.json")
+    record = json.loads(path.read_text())
+    assert path.name == "stsb-test.json" and record["split"] == "test" and record["stats"]["pairs"] == 4
+    res = _sts(tiny_bert, data, tmp_path / "o", "--split", "train,valid")
+    assert res.exit_code == 0, res.output
+    assert json.loads((path.parent / "stsb-train+valid.json").read_text())["stats"]["pairs"] == 11
+    line = _error_line(_sts(tiny_bert, data, tmp_path / "o", "--split", "dev"))
+    assert "no split 'dev'; available: test, train, valid, all" in line
+
+
+def test_eval_sts_prints_the_report_scale(tiny_bert, tmp_path):
+    from flagembed.evaluate import display
+
+    res = _sts(tiny_bert, _sts_folder(tmp_path / "stsb"), tmp_path / "o")
+    assert res.exit_code == 0, res.output
+    record = json.loads(next((tmp_path / "o").rglob("stsb-test.json")).read_text())
+    rho = display(record["metrics"]["cosine_spearman"])  # ×100, as in eval_results.md and the README
+    row = next(line for line in res.output.splitlines() if line.startswith("stsb"))
+    assert row.split()[:4] == ["stsb", "test", "4", rho]
+    assert f"| {rho} |" in (tmp_path / "o" / "eval_results.md").read_text()
+
+
+def test_eval_results_md_keeps_earlier_commands(tiny_bert, tmp_path):
+    out = tmp_path / "o"
+    assert _sts(tiny_bert, _sts_folder(tmp_path / "first"), out).exit_code == 0
+    assert _sts(tiny_bert, _sts_folder(tmp_path / "second"), out).exit_code == 0
+    data = write_beir(tmp_path / "toy")
+    res = runner.invoke(app, ["eval", "retrieval", "-m", str(tiny_bert), "-d", str(data), "-o", str(out),
+                              "--k-values", "1,3", "--device", "cpu"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    report = (out / "eval_results.md").read_text()
+    assert "first-test" in report and "second-test" in report and "toy-test" in report
+
+
+def test_result_folder_names_do_not_depend_on_how_the_model_is_typed(tiny_bert, tmp_path, monkeypatch):
+    import shutil
+
+    from flagembed.evaluate.jobs import model_label
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_bert, models / "tiny")
+    data, out = _sts_folder(tmp_path / "stsb"), tmp_path / "o"
+    monkeypatch.chdir(tmp_path)
+    for typed in ("./models/tiny", "models/tiny/", str(models / "tiny")):
+        assert _sts(typed, data, out).exit_code == 0
+    assert len(list(out.rglob("stsb-test.json"))) == 1
+    shutil.copytree(tiny_bert, tmp_path / "other" / "tiny")  # a different model with the same folder name
+    assert _sts("other/tiny", data, out).exit_code == 0
+    folders = sorted(p.parent.parent.name for p in out.rglob("stsb-test.json"))
+    assert len(folders) == 2 and all(f.startswith("tiny-") for f in folders)
+    assert model_label("all-MiniLM-L6-v2") == model_label("sentence-transformers/all-MiniLM-L6-v2")
+    assert model_label("all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _retrieval(model, data, out, *extra):
+    return runner.invoke(app, ["eval", "retrieval", "-m", str(model), "-d", str(data), "-o", str(out),
+                               "--device", "cpu", *extra])  # fmt: skip
+
+
+def test_eval_retrieval_table_follows_k_values(tiny_bert, tmp_path):
+    from flagembed.evaluate import display
+
+    out = tmp_path / "o"
+    res = _retrieval(tiny_bert, write_beir(tmp_path / "toy"), out, "--k-values", "1,5")
+    assert res.exit_code == 0, res.output
+    lines = [line.split("\r")[-1].strip() for line in res.output.splitlines()]  # drop progress bars
+    i = next(i for i, line in enumerate(lines) if line.startswith("dataset"))
+    assert lines[i].split() == ["dataset", "mode", "reranker", "ndcg_at_5", "mrr_at_5", "recall_at_5"]
+    record = json.loads(next(out.rglob("toy-test.json")).read_text())
+    assert record["main_score"] == "ndcg_at_5"
+    assert lines[i + 2].split()[:4] == ["toy-test", "dense", "-", display(record["metrics"]["ndcg_at_5"])]
+
+
+def test_eval_arguments_are_checked_before_the_model_loads(tmp_path):
+    data, out, missing_model = write_beir(tmp_path / "toy"), tmp_path / "o", tmp_path / "no-such-model"
+    line = _error_line(_retrieval(missing_model, data, out, "--search-top-k", "5", "--k-values", "1,10,100"))
+    assert "k = 100 exceeds search_top_k = 5" in line
+    line = _error_line(_retrieval(missing_model, data, out, "--modes", "dense,foo"))
+    assert "'foo' is unknown; valid: dense, sparse, colbert, hybrid" in line
+    line = _error_line(_retrieval(missing_model, data, out, "--k-values", "1,ten"))
+    assert "--k-values: 'ten' is not an integer" in line
+    line = _error_line(_retrieval(missing_model, tmp_path / "nowhere", out))
+    assert "nowhere: no such folder" in line
+    line = _error_line(_sts(missing_model, tmp_path / "nowhere", out))
+    assert "nowhere: no such file or folder" in line
+    assert not out.exists()
+
+
+def test_eval_bad_encoding_names_file_and_line(tmp_path):
+    data, missing_model = write_beir(tmp_path / "toy"), tmp_path / "no-such-model"
+    qrels = data / "qrels" / "test.tsv"
+    qrels.write_bytes(qrels.read_bytes() + b"q1\td\xff\t1\n")
+    line = _error_line(_retrieval(missing_model, data, tmp_path / "o"))
+    assert "test.tsv:8: not valid UTF-8" in line
+    (tmp_path / "pairs.tsv").write_bytes(b"sentence1\tsentence2\tscore\na\t\xe9\t1\n")
+    assert "pairs.tsv:2: not valid UTF-8" in _error_line(_sts(missing_model, tmp_path / "pairs.tsv", tmp_path / "o"))
+    (tmp_path / "odd" / "test.tsv").mkdir(parents=True)  # unreadable as a file (an OSError, not a traceback)
+    assert "odd/test.tsv" in _error_line(_sts(missing_model, tmp_path / "odd", tmp_path / "o"))
+
+
+def test_eval_mteb_unknown_task_and_offline(tiny_bert, tmp_path, monkeypatch):
+    mteb = pytest.importorskip("mteb")
+    args = ["eval", "mteb", "-m", str(tmp_path / "no-such-model"), "--tasks", "STSBenchmrk", "--device", "cpu"]
+    assert "unknown mteb task: 'STSBenchmrk' not found" in _error_line(runner.invoke(app, args))
+
+    def offline(*args, **kwargs):  # what datasets raises when HF_HUB_OFFLINE is set and nothing is cached
+        raise ConnectionError("Couldn't reach 'mteb/stsbenchmark-sts' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(mteb, "evaluate", offline)
+    res = runner.invoke(app, ["eval", "mteb", "-m", str(tiny_bert), "--tasks", "STSBenchmark", "--device", "cpu"])
+    assert "mteb could not fetch a dataset" in _error_line(res, after_model_load=True)

@@ -55,19 +55,79 @@ def test_pairs_tsv_jsonl_and_folder(tmp_path):
     (tmp_path / "b.jsonl").write_text(json.dumps({"sentence1": "p", "sentence2": "q", "label": 1}) + "\n")
     one = load_pairs(tmp_path / "a.tsv")
     assert one.sentence1 == ["x", "u"] and np.allclose(one.scores, [4.5, 1.0])
-    both = load_pairs(tmp_path)
-    assert len(both) == 3 and both.sentence2[-1] == "q"
+    assert (one.name, one.split) == ("a", "test")  # a file not named like a split: labelled test
+    both = load_pairs(tmp_path, split="all")
+    assert len(both) == 3 and both.sentence2[-1] == "q" and both.split == "a+b"
+
+
+def _split_folder(root):
+    root.mkdir()
+    for split, n in (("train", 3), ("valid", 2), ("test", 1)):
+        rows = "".join(f"{split} {i}\tother {i}\t{i}\n" for i in range(n))
+        (root / f"{split}.tsv").write_text("sentence1\tsentence2\tscore\n" + rows)
+    return root
+
+
+def test_pair_folder_reads_only_the_asked_split(tmp_path):
+    root = _split_folder(tmp_path / "stsb")
+    test = load_pairs(root)  # default: test only, not train + valid + test
+    assert (test.name, test.split, len(test)) == ("stsb", "test", 1) and test.sentence1 == ["test 0"]
+    valid = load_pairs(root, split="valid")
+    assert (valid.split, len(valid)) == ("valid", 2)
+    assert load_pairs(root, split="train,valid").split == "train+valid"
+    everything = load_pairs(root, split="all")
+    assert (everything.split, len(everything)) == ("test+train+valid", 6)
+    with pytest.raises(FileNotFoundError, match="no split 'dev'; available: test, train, valid, all"):
+        load_pairs(root, split="dev")
+    one = load_pairs(root / "valid.tsv")  # a split file: dataset named by its folder
+    assert (one.name, one.split, len(one)) == ("stsb", "valid", 2)
+    with pytest.raises(ValueError, match="holds split 'valid', not 'test'"):
+        load_pairs(root / "valid.tsv", split="test")
+
+
+def test_pair_path_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        load_pairs(tmp_path / "missing")
+    (tmp_path / "parent" / "child").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="sub-folders: child"):
+        load_pairs(tmp_path / "parent")
 
 
 def test_pairs_bad_rows(tmp_path):
     (tmp_path / "bad.tsv").write_text("sentence1\tsentence2\n1\t2\n")
-    with pytest.raises(ValueError, match="row 0 lacks"):
+    with pytest.raises(ValueError, match=r"bad.tsv:2: row lacks"):
         load_pairs(tmp_path / "bad.tsv")
-    (tmp_path / "nan.tsv").write_text("sentence1\tsentence2\tscore\na\tb\thigh\n")
-    with pytest.raises(ValueError, match="non-numeric score"):
+    (tmp_path / "nan.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t4\n\nc\td\thigh\n")
+    with pytest.raises(ValueError, match=r"nan.tsv:4: non-numeric score 'high'"):
         load_pairs(tmp_path / "nan.tsv")
 
 
+def test_non_utf8_files_name_file_and_line(tmp_path, beir_dir):
+    (tmp_path / "latin.tsv").write_bytes("sentence1\tsentence2\tscore\na\tb\t1\ncaf\xe9\tx\t2\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.tsv:3: not valid UTF-8 \(byte 0xe9 at column 4\)"):
+        load_pairs(tmp_path / "latin.tsv")
+    qrels = beir_dir / "qrels" / "test.tsv"
+    good = qrels.read_bytes()
+    qrels.write_bytes(good + b"q1\td\xff\t1\n")
+    with pytest.raises(ValueError, match=r"test.tsv:8: not valid UTF-8"):
+        load_retrieval(beir_dir)
+    qrels.write_bytes(good)
+    corpus = beir_dir / "corpus.jsonl"
+    corpus.write_bytes(b'{"_id": "z", "text": "ok"}\n{"_id": "y", "text": "\xc3"}\n')
+    with pytest.raises(ValueError, match=r"corpus.jsonl:2: not valid UTF-8"):
+        load_retrieval(beir_dir)
+
+
+def test_missing_retrieval_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing: no such folder"):
+        load_retrieval(tmp_path / "missing")
+
+
 def test_real_sick_r_has_all_pairs(shared_data):
-    data = load_pairs(shared_data / "sick-r")
-    assert len(data) == 9927
+    data = load_pairs(shared_data / "sick-r", split="all")
+    assert len(data) == 9927 and data.split == "test+train+trial"
+
+
+def test_real_stsb_zh_default_is_the_test_split(shared_data):
+    data = load_pairs(shared_data / "sts-zh" / "stsb-zh")
+    assert (data.split, len(data)) == ("test", 1361)  # not train + valid + test (8,050 pairs)

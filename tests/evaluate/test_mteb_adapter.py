@@ -66,3 +66,26 @@ def test_task_override_and_v1_hooks(instructed):
     docs = model.encode_corpus([{"title": "T", "text": "body"}])
     assert np.allclose(docs, instructed.encode(["T body"]), atol=1e-6)
     assert model.mteb_model_meta.name.startswith("flagembed/") or "/" in model.mteb_model_meta.name
+
+
+def test_select_tasks_names_unknown_tasks_and_knows_c_mteb():
+    from flagembed.evaluate.mteb_adapter import select_tasks
+
+    with pytest.raises(ValueError, match="unknown mteb task: 'STSBenchmrk' not found. Did you mean"):
+        select_tasks(["STSBenchmrk"])
+    with pytest.raises(ValueError, match="unknown mteb benchmark"):
+        select_tasks(benchmark="No-Such-Bench")
+    assert {t.metadata.name for t in select_tasks(benchmark="C-MTEB")} >= {"T2Retrieval", "LCQMC"}
+    task = mock_tasks.MockSTSTask()
+    assert select_tasks([task]) == [task]
+
+
+def test_run_mteb_offline_is_a_connection_error_with_context(monkeypatch, instructed):
+    from flagembed.evaluate.mteb_adapter import run_mteb
+
+    def offline(*args, **kwargs):  # what datasets raises when HF_HUB_OFFLINE is set and nothing is cached
+        raise ConnectionError("Couldn't reach 'mteb/stsbenchmark-sts' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(mteb, "evaluate", offline)
+    with pytest.raises(ConnectionError, match="need network access or the datasets in the Hugging Face cache"):
+        run_mteb(instructed, tasks=[mock_tasks.MockSTSTask()])

@@ -6,15 +6,23 @@ import json
 
 import pytest
 
-from flagembed.evaluate import EvalResult, load_results, markdown_table, plot_curves, write_result
+from flagembed.evaluate import (
+    EvalResult,
+    display,
+    load_results,
+    markdown_table,
+    plot_curves,
+    write_report,
+    write_result,
+)
 from flagembed.evaluate.report import result_path
 
 
-def _result(model="m/a", dataset="toy", ndcg=0.5, reranker=None):
+def _result(model="m/a", dataset="toy", ndcg=0.5, reranker=None, split="test"):
     return EvalResult(
         task="retrieval",
         dataset=dataset,
-        split="test",
+        split=split,
         model=model,
         metrics={"ndcg_at_10": ndcg, "recall_at_1": ndcg / 2, "recall_at_10": ndcg},
         main_score="ndcg_at_10",
@@ -48,8 +56,8 @@ def test_markdown_table():
     lines = text.splitlines()
     assert lines[0] == "## ndcg_at_10"
     assert lines[2] == "| Model | Reranker | x-test | y-test | average |"
-    assert lines[4] == "| A | NoReranker | 50.000 | **70.000** | **60.000** |"
-    assert lines[5] == "| B | R | **55.000** |  | 55.000 |"
+    assert lines[4] == "| A | NoReranker | 50.00 | **70.00** | **60.00** |"
+    assert lines[5] == "| B | R | **55.00** |  | 55.00 |"
     with pytest.raises(ValueError, match="no result has metric"):
         markdown_table(rows, "map_at_10")
 
@@ -60,3 +68,34 @@ def test_plot(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no result has"):
         plot_curves([_result()], tmp_path / "x.png", metric="map")
+
+
+def test_display_scale_is_percent_with_two_decimals():
+    assert display(0.775834) == "77.58" and display(1.0) == "100.00" and display(0.0) == "0.00"
+
+
+def _sts(dataset, rho, split="test"):
+    return EvalResult(
+        task="sts",
+        dataset=dataset,
+        split=split,
+        model="M",
+        metrics={"cosine_spearman": rho, "cosine_pearson": rho - 0.01},
+        main_score="cosine_spearman",
+        config={"model": {"name": "M"}},
+    )
+
+
+def test_report_keeps_every_result_in_the_folder(tmp_path):
+    write_result(_sts("SICK-R", 0.7758), tmp_path)
+    write_report(tmp_path)
+    write_result(_sts("stsb-zh", 0.4), tmp_path)  # a second command into the same folder
+    write_result(_result("A", "toy", 0.5), tmp_path)
+    text = write_report(tmp_path).read_text()
+    assert text.index("# retrieval") < text.index("## ndcg_at_10") < text.index("# sts")
+    assert "| M | NoReranker | 77.58 | 40.00 | 58.79 |" in text  # both datasets, ×100
+    assert "## cosine_pearson" in text and "## recall_at_10" in text
+    assert "| SICK-R-test | stsb-zh-test | average |" in text
+    (tmp_path / "M" / "NoReranker" / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="broken.json: not a readable result JSON"):
+        write_report(tmp_path)

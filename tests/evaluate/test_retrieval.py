@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flagembed.evaluate import evaluate_retrieval, load_retrieval
-from flagembed.evaluate.retrieval import dense_search, rerank_run
+from flagembed.evaluate.retrieval import check_retrieval_args, dense_search, main_k, rerank_run, summary_metrics
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
@@ -30,7 +30,7 @@ def test_dense_retrieval_matches_brute_force_and_pytrec(tiny_embedder, beir_dir)
     ref = pytrec_eval.RelevanceEvaluator(data.qrels, {"ndcg_cut.1,3,5", "recall.1,3,5"}).evaluate(res.search_results)
     for k in (1, 3, 5):
         assert res.metrics[f"ndcg_at_{k}"] == pytest.approx(np.mean([v[f"ndcg_cut_{k}"] for v in ref.values()]))
-    assert res.main_score == "ndcg_at_10" or res.main_score in res.metrics
+    assert res.main_score == "ndcg_at_5" and res.main_score in res.metrics  # 10 not asked: largest k below it
     assert res.config["model"]["pooling"] == "cls"
     assert res.stats["unknown_doc_qrels"] == 1
 
@@ -57,8 +57,10 @@ class KeywordReranker:
 def test_rerank_top_k(tiny_embedder, beir_dir):
     data = load_retrieval(beir_dir)
     reranker = KeywordReranker()
-    base, reranked = evaluate_retrieval(tiny_embedder, data, reranker=reranker, rerank_top_k=3, k_values=(1, 3))
+    base, reranked = evaluate_retrieval(tiny_embedder, data, reranker=reranker, rerank_top_k=3, k_values=(1, 3, 5))
     assert reranker.calls == 1  # one compute_score call for all pairs
+    assert "recall_at_5" in base.metrics and "recall_at_5" not in reranked.metrics  # 3 reranked hits: no @5
+    assert reranked.main_score == "ndcg_at_3" and "recall_at_3" in reranked.metrics
     assert reranked.reranker == "KeywordReranker" and base.reranker is None
     texts = dict(zip(data.doc_ids(), data.doc_texts()))
     for qid, hits in reranked.search_results.items():
@@ -113,3 +115,24 @@ def test_m3_modes_match_brute_force(tmp_path, beir_dir):
             for j, did in enumerate(data.doc_ids()):
                 want = expected[r.mode][i, j]
                 assert got.get(did, 0.0) == pytest.approx(want, abs=1e-4), (r.mode, qid, did)
+
+
+def test_top_k_below_a_cutoff_is_refused(tiny_embedder, beir_dir):
+    data = load_retrieval(beir_dir)
+    with pytest.raises(ValueError, match="k = 100 exceeds search_top_k = 5"):
+        evaluate_retrieval(tiny_embedder, data, search_top_k=5, k_values=(1, 10, 100))
+    assert check_retrieval_args(["dense"], [10, 1, 10], 10) == [1, 10]
+    with pytest.raises(ValueError, match="every k must be >= 1"):
+        check_retrieval_args(["dense"], [0, 5], 10)
+    with pytest.raises(ValueError, match="'foo' is unknown; valid: dense, sparse, colbert, hybrid"):
+        check_retrieval_args(["dense", "foo"], [1], 10)
+    with pytest.raises(ValueError, match="every k exceeds rerank_top_k = 5"):
+        check_retrieval_args(["dense"], [10, 100], 100, rerank_top_k=5)
+
+
+def test_summary_metrics_follow_the_asked_cutoffs():
+    assert main_k((1, 5)) == 5 and main_k((1, 3, 5, 10, 100)) == 10 and main_k((20, 50)) == 20
+    assert summary_metrics((1, 5)) == ["ndcg_at_5", "mrr_at_5", "recall_at_5"]
+    assert summary_metrics((1, 3, 5, 10, 100, 1000)) == [
+        "ndcg_at_10", "mrr_at_10", "recall_at_10", "recall_at_100", "recall_at_1000"
+    ]  # fmt: skip

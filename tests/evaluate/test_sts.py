@@ -33,6 +33,8 @@ def test_evaluate_sts_with_tiny_model(tiny_embedder):
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert res.metrics["cosine_spearman"] == pytest.approx(spearmanr(gold, cos)[0], abs=1e-6)
     assert res.main_score == "cosine_spearman" and res.task == "sts"
+    assert res.split == "test"
+    assert evaluate_sts(tiny_embedder, PairData("toy", s1, s2, gold, "train+valid")).split == "train+valid"
 
 
 @pytest.mark.slow
@@ -40,7 +42,7 @@ def test_sick_r_published_score_all_minilm(minilm_path, shared_data):
     """MTEB results repository (mteb 1.12): all-MiniLM-L6-v2 SICK-R cos Spearman = 77.58 on all 9,927 pairs."""
     from flagembed.inference import Embedder
 
-    data = load_pairs(shared_data / "sick-r", name="SICK-R")
+    data = load_pairs(shared_data / "sick-r", name="SICK-R", split="all")
     assert len(data) == 9927
     res = evaluate_sts(Embedder(str(minilm_path), device="cpu", show_progress=False), data)
     assert res.metrics["cosine_spearman"] * 100 == pytest.approx(77.58, abs=0.05)
