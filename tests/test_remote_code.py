@@ -248,7 +248,7 @@ def test_cli_serve_runs_folder_code_only_with_flag(sources, tmp_path, monkeypatc
         def run(self) -> None:
             started.append(True)
 
-    monkeypatch.setattr("flagembed.serve.server.make_server", lambda app, host, port, **kw: NoServer())
+    monkeypatch.setattr("flagembed.serve.server.make_server", lambda app, host, port, *a, **kw: NoServer())
     for sub, consent in (("a", []), ("b", ["--trust-remote-code"])):
         model, marker = crafted(sources["embedder"], tmp_path / sub, "gte-base-en-v1.5")
         ranker, ranker_marker = crafted(sources["cross"], tmp_path / sub / "r", "gte-large-en-v1.5")

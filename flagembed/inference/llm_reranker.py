@@ -43,10 +43,14 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
-    from flagembed._compat import dtype_kwargs
+    from flagembed._compat import dtype_kwargs, from_pretrained
 
-    model, info = AutoModelForCausalLM.from_pretrained(
-        str(path), trust_remote_code=trust_remote_code, output_loading_info=True, **dtype_kwargs(dtype)
+    model, info = from_pretrained(
+        AutoModelForCausalLM,
+        str(path),
+        trust_remote_code=trust_remote_code,
+        output_loading_info=True,
+        **dtype_kwargs(dtype),
     )
     require_head_weights(name or path, info, model.config, "LM head")
     if peft_path:

@@ -151,7 +151,7 @@ class Reranker:
     ) -> None:
         from transformers import AutoModelForSequenceClassification
 
-        from flagembed._compat import dtype_kwargs
+        from flagembed._compat import dtype_kwargs, from_pretrained
 
         ckpt = open_checkpoint(
             model_name_or_path,
@@ -165,8 +165,12 @@ class Reranker:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)
-        self.model, info = AutoModelForSequenceClassification.from_pretrained(
-            str(self.path), trust_remote_code=remote, output_loading_info=True, **dtype_kwargs(self.dtype)
+        self.model, info = from_pretrained(
+            AutoModelForSequenceClassification,
+            str(self.path),
+            trust_remote_code=remote,
+            output_loading_info=True,
+            **dtype_kwargs(self.dtype),
         )
         require_head_weights(model_name_or_path, info, self.model.config, "classification head")
         self.model.to(self.device).eval()

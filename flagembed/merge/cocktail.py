@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple, get_args
 import torch
 from torch import nn
 
+from flagembed._compat import from_pretrained
 from flagembed.merge.checkpoint import HEAD_FILES, Checkpoint, find_checkpoint, write_st_streaming
 from flagembed.merge.folder import check_output, copy_support_files, staging_folder, write_st_config
 from flagembed.models import HubOptions, resolve_model_path, resolve_settings
@@ -234,7 +235,7 @@ def load_merged(path: Path, model_type: str, trust_remote_code: bool = False) ->
     import transformers
 
     cls = getattr(transformers, _AUTO_CLASSES[check_model_type(model_type)])
-    model = cls.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    model = from_pretrained(cls, str(path), trust_remote_code=trust_remote_code)
     return model.eval()
 
 

@@ -196,7 +196,7 @@ def _reranker_loss(
 ) -> float:
     from transformers import AutoModelForSequenceClassification
 
-    from flagembed._compat import dtype_kwargs
+    from flagembed._compat import dtype_kwargs, from_pretrained
 
     groups = sample_groups(examples, neg_number, seed)
     queries = [ex["query"] for ex, grp in zip(examples, groups) for _ in grp]
@@ -204,8 +204,8 @@ def _reranker_loss(
     max_len = model_limit(max_input_length, tok, path, trust_remote_code)
     enc = tok(queries, passages, truncation=True, max_length=max_len, padding=False, return_token_type_ids=True)
     types = enc.get("token_type_ids") if "token_type_ids" in tok.model_input_names else None
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(path), trust_remote_code=trust_remote_code, **dtype_kwargs(dtype)
+    model = from_pretrained(
+        AutoModelForSequenceClassification, str(path), trust_remote_code=trust_remote_code, **dtype_kwargs(dtype)
     )
     model = model.eval().to(cfg.device)
     if model.config.num_labels != 1:
@@ -258,10 +258,10 @@ def _decoder_loss(
 ) -> float:
     from transformers import AutoModelForCausalLM
 
-    from flagembed._compat import dtype_kwargs
+    from flagembed._compat import dtype_kwargs, from_pretrained
 
     ids, labels = decoder_inputs(tok, examples, model_limit(max_input_length, tok, path, trust_remote_code))
-    model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=trust_remote_code, **dtype_kwargs(dtype))
+    model = from_pretrained(AutoModelForCausalLM, str(path), trust_remote_code=trust_remote_code, **dtype_kwargs(dtype))
     model = model.eval().to(cfg.device)
 
     def step(batch: Any) -> torch.Tensor:

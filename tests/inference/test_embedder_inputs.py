@@ -48,3 +48,15 @@ def test_loading_shows_no_weight_loading_bar(minilm_path, capfd):
     Embedder(minilm_path)
     err = capfd.readouterr().err
     assert "Loading weights" not in err and "it/s" not in err
+
+
+def test_rerankers_load_without_a_weight_loading_bar(tmp_path, capfd):
+    import tiny_models
+    import tiny_rerankers
+
+    from flagembed import LLMReranker, Reranker
+
+    Reranker(tiny_models.build_bert(tmp_path / "ce", classifier=True))
+    LLMReranker(tiny_rerankers.build_decoder_lm(tmp_path / "lm", "qwen2", layers=2))
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err
