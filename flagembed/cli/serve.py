@@ -26,6 +26,9 @@ def serve(
     max_inputs: int = typer.Option(512, help="Texts or documents per request (413 beyond)."),
     max_input_tokens: Optional[int] = typer.Option(None, help="Tokens per input (default: the model's max length)."),
     max_multivector_values: int = typer.Option(2**20, help="ColBERT vectors x dim per request (413 beyond)."),
+    reject_delay: float = typer.Option(
+        0.2, min=0, max=60, help="Seconds a request refused for its content (413/422) waits for its answer."
+    ),
     truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut long inputs (default) or reject them."),
     max_concurrent: int = typer.Option(256, help="Requests queued or running before 429."),
     batching: bool = typer.Option(True, "--batching/--no-batching", help="Coalesce concurrent requests."),
@@ -56,6 +59,7 @@ def serve(
         limits = Limits(
             max_payload_bytes, max_inputs, max_input_tokens, truncate, max_concurrent,
             max_multivector_values=max_multivector_values,
+            reject_delay_s=reject_delay,
         )  # fmt: skip
         batch_cfg = BatchingConfig(batching, max_batch_items, max_wait_ms)
         conn = ConnectionLimits(

@@ -390,8 +390,12 @@ def _parse_error(exc: StarletteHTTPException) -> ApiError | None:
     return ApiError(422, msg, param="body", code="invalid_json")
 
 
-def _error_response(request: Request, exc: Exception) -> JSONResponse:
-    """The one error mapper: every failure becomes ``{"error": {...}}`` with the right status."""
+async def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The one error mapper: every failure becomes ``{"error": {...}}`` with the right status.
+
+    Requests refused for their content (413, 422) are answered after ``Limits.reject_delay_s``: the
+    wait costs the server nothing, and a client flooding it with such requests slows itself down.
+    """
     if isinstance(exc, RequestValidationError):
         err = ApiError(422, _validation_message(exc.errors()), param=_first_param(exc.errors()))
     elif isinstance(exc, StarletteHTTPException) and (parsed := _parse_error(exc)) is not None:
@@ -402,6 +406,9 @@ def _error_response(request: Request, exc: Exception) -> JSONResponse:
         err = exc
     else:  # anything unexpected (Starlette logs the traceback once): JSON, not a text page
         err = ApiError(500, f"internal error: {type(exc).__name__}")
+    state = getattr(request.app.state, "flagembed", None)
+    if err.status in (413, 422) and state is not None and state.limits.reject_delay_s > 0:
+        await asyncio.sleep(state.limits.reject_delay_s)
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 

@@ -30,6 +30,9 @@ class Limits:
         retry_after_s: the Retry-After value sent with 429.
         max_multivector_values: ColBERT output size per request, vectors x dim (one float32 each); a
             request asking for more gets 413, checked from token counts before the model runs.
+        reject_delay_s: how long a request refused for its content (413, 422) waits for its answer: a
+            client that floods the server with refused requests, each sent when the last was answered,
+            slows itself down instead of the good clients (0 answers at once).
     """
 
     max_payload_bytes: int = 2 * 1024 * 1024
@@ -39,6 +42,7 @@ class Limits:
     max_concurrent_requests: int = 256
     retry_after_s: int = 1
     max_multivector_values: int = 2**20
+    reject_delay_s: float = 0.2
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_inputs", "max_concurrent_requests", "retry_after_s"):
@@ -46,6 +50,8 @@ class Limits:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_multivector_values < 1:
             raise ValueError(f"max_multivector_values must be >= 1, got {self.max_multivector_values}")
+        if not 0 <= self.reject_delay_s <= 60:
+            raise ValueError(f"reject_delay_s must be between 0 and 60, got {self.reject_delay_s}")
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
             raise ValueError(f"max_input_tokens must be >= 1, got {self.max_input_tokens}")
 

@@ -140,7 +140,28 @@ def test_api_key_from_env(dense_host, monkeypatch):
         assert c.get("/v1/models", headers={"Authorization": "Bearer other"}).status_code == 200
 
 
-def test_survives_1000_malformed_requests(client, tiny_embedder):
+def test_refused_requests_wait_reject_delay_before_their_answer(dense_host):
+    import time
+
+    app = create_app(dense_host, limits=Limits(reject_delay_s=0.3), api_keys=ApiKeys(use_env=False))
+    with TestClient(app) as c:
+        t0 = time.perf_counter()
+        assert c.post("/v1/embeddings", json={"input": 7}).status_code == 422
+        refused = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        assert c.post("/v1/embeddings", json={"input": "fine"}).status_code == 200
+        served = time.perf_counter() - t0
+        assert c.get("/info").json()["limits"]["reject_delay_s"] == 0.3
+    assert refused >= 0.3 and served < 0.3
+
+
+def test_survives_1000_malformed_requests(dense_host, tiny_embedder):
+    app = create_app(dense_host, limits=Limits(reject_delay_s=0), api_keys=ApiKeys(use_env=False))
+    with TestClient(app) as client:
+        _malformed(client, tiny_embedder)
+
+
+def _malformed(client, tiny_embedder):
     bad = [
         b"{nope",
         b"[]",
