@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import assert_clean_error, read_corpus
+from e2e_helpers import assert_clean_error, read_corpus
 
 TEXTS = ["Statins reduce LDL cholesterol.", "An unrelated abstract about volcanoes.", "what causes malaria?"]
 

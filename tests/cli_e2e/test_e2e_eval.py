@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, find_json
+from e2e_helpers import assert_clean_error, find_json
 
 
 def _printed(value: float, text: str) -> bool:

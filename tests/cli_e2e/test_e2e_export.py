@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, cosine_rows
+from e2e_helpers import assert_clean_error, cosine_rows
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -36,8 +36,9 @@ def exported(ws):
 
 
 def _encode_from(ws, folder: str, out: str) -> np.ndarray:
-    from conftest import run_process
     import sys
+
+    from e2e_helpers import run_process
 
     run_process([sys.executable, "-c", ENCODE, folder, out, json.dumps(TEXTS)], ws.cwd, ws.env, 300, True)
     return np.load(ws.cwd / out)

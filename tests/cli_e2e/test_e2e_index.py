@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, read_corpus, read_queries
+from e2e_helpers import assert_clean_error, read_corpus, read_queries
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error
+from e2e_helpers import assert_clean_error
 
 QUERY = "what is a virus"
 DOCS = ["the city is big and old", "a virus is a small cell", "blood cells carry data", "fire and water are old"]

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import FLAGEMBED
+from e2e_helpers import FLAGEMBED
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")

@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import find_json, read_corpus, read_queries
+from e2e_helpers import find_json, read_corpus, read_queries
 
 pytestmark = pytest.mark.slow
 
