@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from e2e_helpers import assert_clean_error, read_corpus
+from e2e_helpers import assert_clean_error, name_only, read_corpus
 
 TEXTS = ["Statins reduce LDL cholesterol.", "An unrelated abstract about volcanoes.", "what causes malaria?"]
 
@@ -20,6 +20,7 @@ def test_embed_txt(ws, local_embedder):
 
 
 def test_embed_jsonl_title_text(ws, local_embedder):
+    name_only(ws)
     docs = read_corpus(ws.cwd)[:5]
     res = ws.run("embed", "-m", ws.model, "-i", "scifact/corpus.jsonl", "-o", "corpus.npy", "--batch-size", "8")
     assert res.returncode == 0

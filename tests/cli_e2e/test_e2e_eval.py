@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from e2e_helpers import assert_clean_error, find_json
+from e2e_helpers import assert_clean_error, find_json, name_only
 
 
 def _printed(value: float, text: str) -> bool:
@@ -40,6 +40,7 @@ def test_eval_retrieval_train_split(ws, python_retrieval):
 
 
 def test_eval_retrieval_rerun_uses_cache(ws):
+    name_only(ws)
     before = {p: p.stat().st_mtime_ns for p in (ws.cwd / "eval-out").rglob("*.npy")}
     assert before, "no embedding cache written under -o"
     ws.run("eval", "retrieval", "-m", ws.model, "-d", "scifact", "--split", "train", "-o", "eval-out",

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from e2e_helpers import assert_clean_error, cosine_rows
+from e2e_helpers import assert_clean_error, cosine_rows, name_only
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -29,7 +29,9 @@ np.save(sys.argv[2], emb.encode(json.loads(sys.argv[3])))
 
 @pytest.fixture(scope="module")
 def exported(ws):
-    ws.run("export", "--model", ws.model, "--backend", "onnx", "--out", "onnx-fp32", timeout=600)
+    """fp32 and int8 exports; with the relative-folder spelling only int8 (each export costs ~30 s)."""
+    if ws.kind == "name":
+        ws.run("export", "--model", ws.model, "--backend", "onnx", "--out", "onnx-fp32", timeout=600)
     ws.run("export", "--model", ws.model, "--backend", "onnx", "--quantize", "int8", "--out", "onnx-int8",
            timeout=600)  # fmt: skip
     return ws.cwd / "onnx-fp32", ws.cwd / "onnx-int8"
@@ -45,12 +47,13 @@ def _encode_from(ws, folder: str, out: str) -> np.ndarray:
 
 
 def test_export_folders(exported):
-    for folder in exported:
+    for folder in [f for f in exported if f.exists() or f.name.endswith("int8")]:
         assert (folder / "model.onnx").is_file() and (folder / "manifest.json").is_file()
         assert (folder / "tokenizer.json").is_file() or (folder / "vocab.txt").is_file()
 
 
 def test_embed_from_fp32_export(exported, ws, local_embedder):
+    name_only(ws)
     got = _encode_from(ws, "onnx-fp32", "onnx-fp32.npy")
     np.testing.assert_allclose(got, local_embedder.encode(TEXTS), atol=1e-4)
 
@@ -62,11 +65,12 @@ def test_embed_from_int8_export(exported, ws, local_embedder):
     assert np.abs(got - ref).max() > 1e-5, "the int8 export gives fp32 vectors: it was not quantized"
 
 
-def test_plain_onnxruntime_on_export(exported, local_embedder):
+def test_plain_onnxruntime_on_export(exported, ws, local_embedder):
     """docs/cpu.md's plain-onnxruntime recipe on the int8 folder."""
     import onnxruntime as ort
     from transformers import AutoTokenizer
 
+    name_only(ws)
     folder = exported[1]
     tok = AutoTokenizer.from_pretrained(str(folder))
     enc = tok(TEXTS[:1], return_tensors="np")

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from e2e_helpers import assert_clean_error, read_corpus, read_queries
+from e2e_helpers import assert_clean_error, name_only, read_corpus, read_queries
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +62,13 @@ def test_search_table(built, expected):
 
 
 def test_search_missing_index_is_one_line_error(built):
+    name_only(built)
     res = built.run("search", "no-such-index", "a query", check=False)
     assert_clean_error(res, "no-such-index")
 
 
 def test_index_build_refuses_non_index_dir(built):
+    name_only(built)
     (built.cwd / "notes").mkdir(exist_ok=True)
     (built.cwd / "notes" / "keep.txt").write_text("mine", encoding="utf-8")
     res = built.run("index", "build", "-m", built.model, "--corpus", "scifact/corpus.jsonl", "--out", "notes",

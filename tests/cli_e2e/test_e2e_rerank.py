@@ -49,8 +49,25 @@ def test_rerank_jsonl_table_normalized(ce_ws, python_scores):
     np.testing.assert_allclose([float(r[1]) for r in rows], want[order], atol=1e-4)
 
 
+def _names_the_head(message: str) -> bool:
+    return any(word in message.lower() for word in ("head", "classifier"))
+
+
 def test_rerank_embedder_without_head_is_refused(ce_ws):
     """all-MiniLM-L6-v2 is an embedder: it has no trained classification head to score pairs with."""
     res = ce_ws.run("rerank", "-m", "all-MiniLM-L6-v2", "-q", QUERY, "--docs", "docs.txt", check=False)
-    assert_clean_error(res)
-    assert "head" in res.stderr.lower() or "classifier" in res.stderr.lower(), res.stderr[-1000:]
+    message = assert_clean_error(res)
+    assert _names_the_head(message), message
+
+
+def test_rerank_checkpoint_missing_head_weights_is_refused(ce_ws, tiny_cross_encoder):
+    """A one-label cross-encoder config whose weights lack the classifier would score with a random head."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = ce_ws.cwd / "models" / "nohead"
+    shutil.copytree(tiny_cross_encoder, folder, dirs_exist_ok=True)
+    weights = load_file(str(folder / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if not k.startswith("classifier.")}, str(folder / "model.safetensors"))
+    res = ce_ws.run("rerank", "-m", "models/nohead", "-q", QUERY, "--docs", "docs.txt", check=False)
+    message = assert_clean_error(res, "nohead")
+    assert _names_the_head(message), message

@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
-from e2e_helpers import find_json, read_corpus, read_queries
+from e2e_helpers import find_json, name_only, read_corpus, read_queries
 
 pytestmark = pytest.mark.slow
 
@@ -106,6 +106,7 @@ def test_finetune_output(finetuned, ws):
 
 
 def test_finetuned_embed_and_sentence_transformers(finetuned, ws, local_embedder):
+    name_only(ws)
     from sentence_transformers import SentenceTransformer
 
     from flagembed import Embedder
@@ -122,6 +123,7 @@ def test_finetuned_embed_and_sentence_transformers(finetuned, ws, local_embedder
 
 
 def test_finetuned_eval(finetuned, ws):
+    name_only(ws)
     ws.run("eval", "retrieval", "-m", "ft", "-d", "scifact", "--split", "train", "-o", "ft-eval", "--k-values", "1,10")
     (result,) = find_json(ws.cwd / "ft-eval")
     assert 0.0 < json.loads(result.read_text(encoding="utf-8"))["metrics"]["ndcg_at_10"] <= 1.0
