@@ -91,6 +91,21 @@ def assert_clean_error(res: Result, *needles: str) -> str:
     return message
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def assert_user_modes(path: Path) -> None:
+    """Outputs get the modes the user's umask gives (not the 0600/0700 of temporary files)."""
+    mask = current_umask()
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        want = (0o777 if p.is_dir() else 0o666) & ~mask
+        got = p.stat().st_mode & 0o777
+        assert got == want, f"{p} has mode {oct(got)}, expected {oct(want)} (umask {oct(mask)})"
+
+
 def name_only(ws: Workspace) -> None:
     """Skip a check for the relative-folder spelling when the model's spelling cannot change it (saves time)."""
     if ws.kind != "name":
