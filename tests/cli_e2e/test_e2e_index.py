@@ -32,7 +32,10 @@ def test_index_dir_written(built):
     idx = built.cwd / "idx"
     assert json.loads((idx / "manifest.json").read_text(encoding="utf-8"))
     assert list(idx.rglob("ids.json")), "no ids.json in the index directory"
-    assert_user_modes(idx)
+
+
+def test_index_dir_modes_follow_umask(built):
+    assert_user_modes(built.cwd / "idx")
     assert not [p.name for p in built.cwd.iterdir() if p.name.startswith(".idx") or p.name.endswith(".tmp")]
 
 
