@@ -1,0 +1,73 @@
+"""``flagembed eval retrieval`` and ``flagembed eval sts`` on small real slices, against the Python API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from e2e_helpers import assert_clean_error, find_json, name_only
+
+
+def _printed(value: float, text: str) -> bool:
+    """The table shows the metric as a fraction (4 decimals) or as a percentage (2 decimals)."""
+    return f"{value:.4f}" in text or f"{100 * value:.2f}" in text
+
+
+@pytest.fixture(scope="module")
+def python_retrieval(local_embedder, ws):
+    from flagembed.evaluate import evaluate_retrieval, load_retrieval
+
+    data = load_retrieval(ws.cwd / "scifact", split="train")
+    (result,) = evaluate_retrieval(local_embedder, data, k_values=(1, 3, 5, 10, 100))
+    return result.metrics
+
+
+def test_eval_retrieval_train_split(ws, python_retrieval):
+    res = ws.run("eval", "retrieval", "-m", ws.model, "-d", "scifact", "--split", "train", "-o", "eval-out",
+                 "--k-values", "1,3,5,10,100")  # fmt: skip
+    files = find_json(ws.cwd / "eval-out")
+    assert len(files) == 1, files
+    assert "train" in files[0].name
+    saved = json.loads(files[0].read_text(encoding="utf-8"))
+    metrics = saved["metrics"]
+    assert 0.0 < metrics["ndcg_at_10"] <= 1.0  # fractions, the way MTEB stores them
+    for key in ("ndcg_at_10", "recall_at_10", "mrr_at_10", "recall_at_100"):
+        assert metrics[key] == pytest.approx(python_retrieval[key], abs=1e-4), key
+        assert _printed(metrics[key], res.stdout), (key, res.stdout)
+    table = (ws.cwd / "eval-out" / "eval_results.md").read_text(encoding="utf-8")
+    assert f"{100 * metrics['ndcg_at_10']:.2f}" in table  # the markdown report is x100 (docs/evaluation.md)
+
+
+def test_eval_retrieval_rerun_uses_cache(ws):
+    name_only(ws)
+    before = {p: p.stat().st_mtime_ns for p in (ws.cwd / "eval-out").rglob("*.npy")}
+    assert before, "no embedding cache written under -o"
+    ws.run("eval", "retrieval", "-m", ws.model, "-d", "scifact", "--split", "train", "-o", "eval-out",
+           "--k-values", "1,3,5,10,100")  # fmt: skip
+    after = {p: p.stat().st_mtime_ns for p in (ws.cwd / "eval-out").rglob("*.npy")}
+    assert after == before
+
+
+def test_eval_retrieval_missing_split_is_one_line_error(ws_name):
+    res = ws_name.run("eval", "retrieval", "-m", ws_name.model, "-d", "scifact", "--split", "test", "-o", "bad-out",
+                      check=False)  # fmt: skip
+    assert_clean_error(res, "test")
+    assert not find_json(ws_name.cwd / "bad-out") if (ws_name.cwd / "bad-out").exists() else True
+
+
+def test_eval_sts(ws, local_embedder):
+    from scipy.stats import spearmanr
+
+    res = ws.run("eval", "sts", "-m", ws.model, "-d", "sts.tsv", "--name", "STSB-train50", "-o", "sts-out")
+    files = find_json(ws.cwd / "sts-out")
+    assert len(files) == 1, files
+    metrics = json.loads(files[0].read_text(encoding="utf-8"))["metrics"]
+    rows = [ln.split("\t") for ln in (ws.cwd / "sts.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    a = local_embedder.encode([r[0] for r in rows])
+    b = local_embedder.encode([r[1] for r in rows])
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    want = spearmanr(cos, [float(r[2]) for r in rows]).statistic
+    assert metrics["cosine_spearman"] == pytest.approx(want, abs=1e-4)
+    assert _printed(metrics["cosine_spearman"], res.stdout), res.stdout
+    assert "50" in res.stdout  # the pair count
