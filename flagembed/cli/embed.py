@@ -31,6 +31,10 @@ def embed(
     precision: str = typer.Option("float32", help="float32, int8, uint8, binary or ubinary."),
     device: Device = None,
     dtype: DType = "auto",
+    backend: str = typer.Option(
+        "torch", help="torch, onnx or openvino (a folder written by flagembed export --out runs with onnx)."
+    ),
+    quantize: Optional[str] = typer.Option(None, help="int8: dynamic int8 quantization (with --backend onnx)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
@@ -64,6 +68,8 @@ def embed(
             truncate_dim=truncate_dim,
             show_progress=progress,
             trust_remote_code=trust_remote_code,
+            backend=backend,  # type: ignore[arg-type]
+            quantize=quantize,  # type: ignore[arg-type]
         )
         kwargs = {"precision": precision}
         if max_length is not None:

@@ -1,7 +1,7 @@
 """``flagembed export`` (onnx fp32 and int8) -> embed on ONNX Runtime from the export folder.
 
-``flagembed embed`` has no ``--backend`` option, so the export folders are loaded with
-``Embedder(folder, backend="onnx")`` in a fresh Python process, as a user would.
+Both ways a user would: ``flagembed embed --backend onnx -m FOLDER`` and ``Embedder(folder, backend="onnx")``
+in a fresh Python process.
 """
 
 from __future__ import annotations
@@ -63,6 +63,14 @@ def test_embed_from_int8_export(exported, ws, local_embedder):
     ref = local_embedder.encode(TEXTS)
     assert cosine_rows(got, ref).min() >= 0.98
     assert np.abs(got - ref).max() > 1e-5, "the int8 export gives fp32 vectors: it was not quantized"
+
+
+def test_cli_embed_from_the_int8_export(exported, ws, local_embedder):
+    (ws.cwd / "texts.txt").write_text("\n".join(TEXTS) + "\n")
+    ws.run("embed", "--backend", "onnx", "-m", "onnx-int8", "-i", "texts.txt", "-o", "cli-int8.npy", timeout=300)
+    got = np.load(ws.cwd / "cli-int8.npy")
+    assert cosine_rows(got, local_embedder.encode(TEXTS)).min() >= 0.98
+    np.testing.assert_allclose(got, _encode_from(ws, "onnx-int8", "py-int8.npy"), atol=1e-6)
 
 
 def test_plain_onnxruntime_on_export(exported, ws, local_embedder):
