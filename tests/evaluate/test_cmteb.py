@@ -225,3 +225,22 @@ def test_minilm_reproduces_mtebs_published_scores(shared_data, minilm_path, tmp_
     for s in report.scores:
         assert s.source == "local" and s.instruction is None
         assert s.score == pytest.approx(PUBLISHED[s.task], abs=5e-4), s.task
+
+
+def test_cli_command_prints_the_table(tmp_path, tiny_bert):
+    import typer
+    from typer.testing import CliRunner
+
+    from flagembed.cli.cmteb import cmteb
+
+    app = typer.Typer()
+    app.command()(cmteb)
+    _write_local(tmp_path / "data")
+    runner = CliRunner()
+    args = ["--model", str(tiny_bert), "--data", str(tmp_path / "data"), "--tasks", "local", "--no-mteb"]
+    res = runner.invoke(app, [*args, "--output", str(tmp_path / "out"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "| Model | Embedding dimension | Avg | Retrieval | STS |" in res.output  # after progress bars
+    assert "CMRC2018Retrieval (local extra" in res.output and (tmp_path / "out" / "cmteb.png").is_file()
+    bad = runner.invoke(app, ["--model", str(tiny_bert), "--tasks", "AFQMC,Nope"])
+    assert bad.exit_code == 2 and "unknown C-MTEB task 'Nope'" in bad.output
