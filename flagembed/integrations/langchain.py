@@ -82,10 +82,8 @@ class FlagembedReranker(BaseDocumentCompressor):
         **reranker_kwargs: passed to the reranker constructor when ``model`` is a name.
 
     Example:
-        >>> from langchain_classic.retrievers import ContextualCompressionRetriever
-        >>> retriever = ContextualCompressionRetriever(
-        ...     base_compressor=FlagembedReranker("BAAI/bge-reranker-base", top_n=3),
-        ...     base_retriever=store.as_retriever(search_kwargs={"k": 20}))
+        >>> comp = FlagembedReranker("BAAI/bge-reranker-base", top_n=3)
+        >>> comp.compress_documents(store.similarity_search(query, k=20), query)  # or as a retriever compressor
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
