@@ -202,7 +202,11 @@ def _local_source(task: CMTEBTask, data_root: Path | None, local_dirs: Mapping[s
         kind = _KIND_OF_TYPE.get(task.type)
         if kind is None:
             raise ValueError(f"{task.name}: local folders are supported for {', '.join(_KIND_OF_TYPE)} tasks only")
-        return LocalTask(kind, str(local_dirs[task.name]), task.split if kind != "retrieval" else "test")  # type: ignore[arg-type]
+        path = Path(local_dirs[task.name])
+        split = task.split
+        if kind == "retrieval" and not (path / "qrels" / f"{split}.tsv").is_file():
+            split = "test"  # a BEIR folder without the task's own split name
+        return LocalTask(kind, str(path), split)  # type: ignore[arg-type]
     layout = LOCAL_LAYOUT.get(task.name)
     if layout is None or data_root is None or not (data_root / layout.path).exists():
         return None

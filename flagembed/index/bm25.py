@@ -204,6 +204,8 @@ class BM25Index:
     # ------------------------------------------------------------------ scoring
     def _weights(self) -> sp.csr_matrix:
         """The ``(vocab, docs)`` matrix of BM25 weights from bm25s (built on first use after a change)."""
+        if self._matrix is None and not any(self._docs):  # no tokens at all (bm25s would divide by 0)
+            self._matrix, self._vocab = sp.csr_matrix((0, len(self._docs)), dtype=np.float32), {}
         if self._matrix is None:
             bm25s = _bm25s()
             retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
@@ -235,9 +237,9 @@ class BM25Index:
     def search(self, queries: Any, top_k: int = 10) -> SearchResults:
         """Top-``top_k`` documents per query text (or token list); documents sharing no query token are omitted."""
         top_k = check_top_k(top_k)
-        if len(self) == 0:
-            return SearchResults.empty(len(as_text_list(queries, "queries")[0]))
         q = self._query_matrix(queries)
+        if len(self) == 0:
+            return SearchResults.empty(q.shape[0])
         weights = self._weights()
         labels = self._ids.labels
         out = SearchResults()

@@ -208,3 +208,14 @@ def test_rrf_fusion_and_errors():
         fuse_with_dense(dense, q, bm, QUERIES, fusion="max")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="weights"):
         fuse_with_dense(dense, q, bm, QUERIES, weights={"sparse": 1.0})
+
+
+def test_corpora_without_tokens_and_emptied_indexes():
+    ix = BM25Index()
+    assert ix.search([["a"], ["b"]], 3).ids == [[], []]
+    ix.add(["a"], ["x y"])  # single characters are not tokens by default: nothing to score
+    assert ix.search("x").ids == [[]] and ix.scores("x", ["a"]).tolist() == [[0.0]]
+    ix.add(["b"], ["hello world"])
+    assert ix.search("hello").ids == [["b"]]
+    ix.remove(["a", "b"])
+    assert ix.search("hello").ids == [[]] and len(ix) == 0
