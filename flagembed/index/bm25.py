@@ -260,8 +260,9 @@ class BM25Index:
     def scores(self, queries: Any, ids: Sequence[str]) -> np.ndarray:
         """Exact BM25 scores ``(num_queries, len(ids))`` of the given documents (0 where nothing is shared)."""
         q = self._query_matrix(queries)
-        cols = self._weights()[:, self._ids.slots(ids)]
-        return np.asarray((q @ cols).todense(), dtype=np.float32)
+        slots = self._ids.slots(ids)
+        prod = (q @ self._weights()).tocsr()  # touches only the query tokens' rows
+        return np.asarray(prod[:, slots].todense(), dtype=np.float32)
 
     # ------------------------------------------------------------------ persistence
     def _write(self, tmp: Path) -> None:
