@@ -17,6 +17,7 @@ RANK = {
     "demo": 6,
     "cli": 7,
     "serve": 7,
+    "integrations": 7,
 }
 
 
