@@ -24,7 +24,9 @@ def cmteb(
     data: Optional[Path] = typer.Option(
         None, "--data", "-d", help="Folder laid out like ../shared/data (sts-zh/..., cmrc2018-retrieval)."
     ),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for results JSON/markdown/plot."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "--out", "-o", help="Folder for results JSON/markdown/plot."
+    ),
     tasks: str = typer.Option(
         "all", help="Comma-separated task names, or all (35), cmn-v1 (mteb's 31), local (what --data holds)."
     ),
@@ -40,6 +42,7 @@ def cmteb(
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """C-MTEB scores (×100) with per-type averages as the C-MTEB README reports them."""
+    from flagembed._io import check_output_dir
     from flagembed.evaluate.cmteb import run_cmteb, select_tasks
     from flagembed.evaluate.jobs import load_embedder
 
@@ -48,12 +51,14 @@ def cmteb(
         select_tasks(names, _split_list(task_types) or None)  # bad names fail before the model loads
         if data is not None and not data.is_dir():
             raise FileNotFoundError(f"--data {data} is not a folder")
+        if output is not None:
+            check_output_dir(output)
         embedder = load_embedder(
             model,
             device=device,
             dtype=dtype,
             batch_size=batch_size,
-            show_progress=True,
+            show_progress=None,
             trust_remote_code=trust_remote_code,
         )
         report = run_cmteb(

@@ -42,7 +42,9 @@ def retrieval(
     split: str = typer.Option("test", help="Qrels split to evaluate."),
     rerank: Optional[str] = typer.Option(None, "--rerank", help="Reranker to rescore the top hits with."),
     rerank_top_k: int = typer.Option(100, "--rerank-top-k", help="Hits per query to rerank."),
-    modes: str = typer.Option("dense", help="Comma-separated: dense, sparse, colbert, hybrid (M3 needed)."),
+    modes: str = typer.Option(
+        "dense", help="Comma-separated: dense, bm25, dense+bm25 (any model); sparse, colbert, hybrid (M3 needed)."
+    ),
     search_top_k: int = typer.Option(1000, "--search-top-k", help="Hits kept per query (>= every k)."),
     k_values: str = typer.Option("1,3,5,10,100,1000", "--k-values", help="Comma-separated cutoffs (<= top-k)."),
     ignore_identical_ids: bool = typer.Option(False, "--ignore-identical-ids", help="Drop hits with id == query id."),
@@ -146,3 +148,8 @@ def mteb(
     except _ERRORS as exc:
         fail(str(exc))
     emit_table(["task", "main_score"], [[t, display(s["main_score"])] for t, s in scores.items()])
+
+
+from flagembed.cli.cmteb import cmteb  # noqa: E402
+
+eval_app.command("cmteb")(cmteb)

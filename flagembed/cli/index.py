@@ -19,7 +19,7 @@ def build(
     model: str = typer.Option(..., "--model", "-m", help="Model name, hub id or local folder."),
     corpus: Path = typer.Option(..., "--corpus", help="JSONL with _id (or id), title, text."),
     out: Path = typer.Option(..., "--out", "--output", "-o", help="Index directory to write."),
-    modes: Optional[str] = typer.Option(None, help="dense,sparse,colbert (default: all the model has)."),
+    modes: Optional[str] = typer.Option(None, help="dense,sparse,colbert,bm25 (default: the model's modes, no bm25)."),
     dense_kind: str = typer.Option("flat", help="flat (exact), hnsw or ivfpq."),
     batch_size: int = typer.Option(256, help="Items per batch."),
     device: Device = None,

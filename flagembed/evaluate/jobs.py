@@ -13,7 +13,7 @@ from flagembed._io import check_output_dir
 from flagembed.evaluate.loaders import load_pairs, load_retrieval
 from flagembed.evaluate.metrics import DEFAULT_K
 from flagembed.evaluate.report import EvalResult, plot_curves, write_report, write_result
-from flagembed.evaluate.retrieval import Mode, check_retrieval_args, evaluate_retrieval
+from flagembed.evaluate.retrieval import LEXICAL, Mode, check_retrieval_args, evaluate_retrieval
 from flagembed.evaluate.sts import evaluate_sts
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def retrieval_job(
     check_retrieval_args(modes, k_values, search_top_k, rerank_top_k if rerank else None)
     check_output_dir(output)
     dataset = load_retrieval(data, split)
-    needs_m3 = any(m != "dense" for m in modes)
+    needs_m3 = any(m != "dense" and m not in LEXICAL for m in modes)  # BM25 works with any embedder
     embedder = load_embedder(model, m3=True if needs_m3 else None, **(embedder_kwargs or {}))
     reranker = load_reranker(rerank, **(reranker_kwargs or {})) if rerank else None
     results = evaluate_retrieval(

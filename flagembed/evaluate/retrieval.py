@@ -22,8 +22,9 @@ from flagembed.evaluate.report import EvalResult
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["dense", "sparse", "colbert", "hybrid"]
-MODES: tuple[str, ...] = ("dense", "sparse", "colbert", "hybrid")
+Mode = Literal["dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25"]
+MODES: tuple[str, ...] = ("dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25")
+LEXICAL = ("bm25", "dense+bm25")  # any embedder: BM25 alone, or fused with the dense vectors
 Run = dict[str, dict[str, float]]
 
 
@@ -195,6 +196,33 @@ def summary_metrics(k_values: Sequence[int]) -> list[str]:
     return [f"ndcg_at_{k0}", f"mrr_at_{k0}", *(f"recall_at_{k}" for k in ks if k >= k0)]
 
 
+def _bm25_run(
+    model: Any, data: RetrievalData, mode: str, top_k: int, ignore_identical_ids: bool, cache: Any, progress: Any
+) -> Run:
+    """BM25 (``bm25``) or dense + BM25 weighted 0.4 / 0.2 (``dense+bm25``) over the corpus."""
+    from flagembed.index import DenseIndex
+    from flagembed.index.bm25 import BM25Index
+    from flagembed.index.bm25_fusion import fuse_with_dense
+
+    bm25 = BM25Index()
+    bm25.add(data.doc_ids(), data.doc_texts())
+    texts = list(data.queries.values())
+    depth = max(1, min(top_k + (1 if ignore_identical_ids else 0), len(data.corpus)))
+    if mode == "bm25":
+        hits = bm25.search(texts, depth)
+    else:
+        q, c = encode_retrieval_data(model, data, cache=cache, show_progress=progress)
+        dense = DenseIndex(c.shape[1], kind="flat")
+        dense.add(data.doc_ids(), c)
+        weights = {"dense": 0.4, "bm25": 0.2}
+        hits = fuse_with_dense(dense, q, bm25, texts, depth, weights=weights, candidates=max(100, depth))
+    run: Run = {}
+    for qid, ids, scores in zip(data.queries, hits.ids, hits.scores):
+        pairs = [(d, float(s)) for d, s in zip(ids, scores) if not (ignore_identical_ids and d == qid)]
+        run[qid] = dict(pairs[:top_k])
+    return run
+
+
 def evaluate_retrieval(
     model: Any,
     data: RetrievalData,
@@ -241,7 +269,7 @@ def evaluate_retrieval(
         "corpus": data.fingerprint(),
     }
     results: list[EvalResult] = []
-    m3_modes = [m for m in modes if m != "dense"]
+    m3_modes = [m for m in modes if m != "dense" and m not in LEXICAL]
     searcher = _m3_searcher(model, data, m3_modes, show_progress) if m3_modes else None
     for mode in modes:
         start = time.perf_counter()
@@ -249,6 +277,8 @@ def evaluate_retrieval(
             q, c = encode_retrieval_data(model, data, cache=cache, show_progress=show_progress)
             query_ids, doc_ids = list(data.queries), data.doc_ids()
             run = dense_search(q, c, query_ids, doc_ids, search_top_k, ignore_identical_ids=ignore_identical_ids)
+        elif mode in LEXICAL:
+            run = _bm25_run(model, data, mode, search_top_k, ignore_identical_ids, cache, show_progress)
         else:
             run = _m3_search(searcher, mode, data, search_top_k, ignore_identical_ids)
         retrieval_seconds = time.perf_counter() - start

@@ -1,5 +1,6 @@
-"""Retrieval indexes: dense (faiss), sparse (inverted, scipy), multi-vector (ColBERT), hybrid; persisted."""
+"""Retrieval indexes: dense (faiss), sparse (inverted, scipy), multi-vector (ColBERT), BM25, hybrid; persisted."""
 
+from flagembed.index.bm25 import BM25Index, BM25Tokenizer
 from flagembed.index.dense import DenseIndex
 from flagembed.index.docs import DocStore
 from flagembed.index.hybrid import HybridSearcher, model_info
@@ -9,6 +10,8 @@ from flagembed.index.sparse import SparseIndex
 from flagembed.index.storage import IndexFormatError, IndexMismatchError
 
 __all__ = [
+    "BM25Index",
+    "BM25Tokenizer",
     "DenseIndex",
     "DocStore",
     "HybridSearcher",

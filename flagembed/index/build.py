@@ -28,7 +28,7 @@ def load_embedder(model: str | os.PathLike[str], modes: str | Sequence[str] | No
     spec, path = ckpt.spec, ckpt.path
     is_m3 = (spec is not None and spec.kind == "m3") or (path / SPARSE_FILE).is_file()
     chosen = check_modes(modes) if modes is not None else (["dense", "sparse", "colbert"] if is_m3 else ["dense"])
-    if not is_m3 and set(chosen) - {"dense"}:
+    if not is_m3 and set(chosen) - {"dense", "bm25"}:
         raise ValueError(f"model {os.fspath(model)!r} has no BGE-M3 heads: only the dense mode is available")
     return M3Embedder(model, **kwargs) if is_m3 else Embedder(model, **kwargs)
 

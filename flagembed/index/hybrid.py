@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from flagembed.index.bm25 import BM25Index
+from flagembed.index.bm25_fusion import normalized_bm25
 from flagembed.index.dense import DenseIndex
 from flagembed.index.docs import DOCS_FILE, DocStore
 from flagembed.index.identity import model_info, model_source, open_recorded_model
@@ -45,6 +47,7 @@ class HybridSearcher:
         dense: DenseIndex | None = None,
         sparse: SparseIndex | None = None,
         colbert: MultiVectorIndex | None = None,
+        bm25: BM25Index | None = None,
         weights: Mapping[str, float] | None = None,
         fusion: Fusion = "weighted",
         rrf_k: int = 60,
@@ -53,11 +56,10 @@ class HybridSearcher:
     ) -> None:
         self.embedder = embedder
         self.docs = docs  # titles, texts and metadata returned with hits (None: not stored)
-        self.indexes: dict[str, Any] = {
-            m: ix for m, ix in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if ix is not None
-        }
+        given = (("dense", dense), ("sparse", sparse), ("colbert", colbert), ("bm25", bm25))
+        self.indexes: dict[str, Any] = {m: ix for m, ix in given if ix is not None}
         if not self.indexes:
-            raise ValueError("a HybridSearcher needs at least one of dense, sparse, colbert")
+            raise ValueError("a HybridSearcher needs at least one of dense, sparse, colbert, bm25")
         self.weights = dict(weights) if weights is not None else dict(DEFAULT_WEIGHTS)
         self.fusion = check_fusion(fusion)
         self.rrf_k = rrf_k
@@ -92,8 +94,8 @@ class HybridSearcher:
         Raises:
             ValueError: sparse/ColBERT modes with a non-M3 embedder, bad modes or ids.
         """
-        available = MODES if isinstance(embedder, M3Embedder) else ("dense",)
-        chosen = check_modes(modes, available)
+        available = MODES if isinstance(embedder, M3Embedder) else ("dense", "bm25")
+        chosen = check_modes(modes, available) if modes is not None else [m for m in available if m != "bm25"]
         info = model_info(embedder)
         searcher = cls(
             embedder,
@@ -101,6 +103,7 @@ class HybridSearcher:
             sparse=SparseIndex(getattr(embedder, "vocab_size", None)) if "sparse" in chosen else None,
             colbert=MultiVectorIndex(embedder.colbert_dim) if "colbert" in chosen else None,  # type: ignore[attr-defined]
             docs=DocStore() if store_docs else None,
+            bm25=BM25Index() if "bm25" in chosen else None,
             **kwargs,
         )
         for ix in searcher.indexes.values():
@@ -115,14 +118,16 @@ class HybridSearcher:
             raise TypeError("add() takes a list of documents, got a single one")
         first = next(iter(self.indexes.values()))
         new = first._ids.check_new(ids, len(texts))  # validate once before touching any index
-        enc = self._encode(texts, self.modes, query=False, show_progress=show_progress)
-        self._add_encoded(new, enc)
+        enc = self._encode(texts, [m for m in self.modes if m != "bm25"], query=False, show_progress=show_progress)
+        self._add_encoded(new, enc, texts)
         if self.docs is not None:
             self.docs.add(new, corpus)
 
-    def _add_encoded(self, ids: list[str], enc: M3Output) -> None:
+    def _add_encoded(self, ids: list[str], enc: M3Output, texts: list[str]) -> None:
         for mode, ix in self.indexes.items():
-            if mode == "dense":
+            if mode == "bm25":
+                ix.add(ids, texts)
+            elif mode == "dense":
                 ix.add(ids, enc.dense)
             elif mode == "sparse":
                 ix.add(ids, enc.sparse)
@@ -141,6 +146,8 @@ class HybridSearcher:
 
     # ------------------------------------------------------------------ searching
     def _encode(self, texts: list[str], modes: Sequence[str], *, query: bool, show_progress: bool | None) -> M3Output:
+        if not modes:
+            return M3Output()  # BM25 only: nothing to encode
         if self.embedder is None:
             raise ValueError("this searcher has no embedder: use search_encoded() with encoded queries")
         fn = self.embedder.encode_queries if query else self.embedder.encode_corpus
@@ -182,8 +189,10 @@ class HybridSearcher:
         check_top_k(top_k)
         w = self._weights(weights, chosen)
         items = self.check_queries(queries)
-        enc = self._encode(items, chosen, query=True, show_progress=False)
-        return self.search_encoded(enc, top_k, modes=chosen, weights=w, fusion=fusion, candidates=candidates)
+        enc = self._encode(items, [m for m in chosen if m != "bm25"], query=True, show_progress=False)
+        return self.search_encoded(
+            enc, top_k, modes=chosen, weights=w, fusion=fusion, candidates=candidates, texts=items
+        )
 
     def _weights(self, weights: Any, modes: list[str]) -> dict[str, float]:
         if weights is None:
@@ -199,12 +208,13 @@ class HybridSearcher:
         weights: Mapping[str, float] | Sequence[float] | str | None = None,
         fusion: Fusion | None = None,
         candidates: int | None = None,
+        texts: Sequence[str] | None = None,
     ) -> SearchResults:
         """Search with already-encoded queries (an :class:`M3Output` holding the needed outputs).
 
         The hits' stored documents come in ``docs`` when this searcher stores them.
         """
-        res = self._search_encoded(queries, top_k, modes, weights, fusion, candidates)
+        res = self._search_encoded(queries, top_k, modes, weights, fusion, candidates, texts)
         if self.docs is not None:
             res.docs = [[self.docs.get(d) for d in row] for row in res.ids]
         return res
@@ -217,15 +227,16 @@ class HybridSearcher:
         weights: Mapping[str, float] | Sequence[float] | str | None,
         fusion: Fusion | None,
         candidates: int | None,
+        texts: Sequence[str] | None,
     ) -> SearchResults:
         chosen = check_modes(modes, self.modes)
         top_k = check_top_k(top_k)
         w = self._weights(weights, chosen)
         fusion = check_fusion(fusion or self.fusion)
-        n = len(queries)
+        n = len(queries) if texts is None else len(texts)
         if len(self) == 0 or n == 0:
             return SearchResults.empty(n)
-        reps = {"dense": queries.dense, "sparse": queries.sparse, "colbert": queries.colbert}
+        reps = {"dense": queries.dense, "sparse": queries.sparse, "colbert": queries.colbert, "bm25": texts}
         for m in chosen:
             if reps[m] is None:
                 raise ValueError(f"queries were not encoded for mode {m!r}")
@@ -242,15 +253,18 @@ class HybridSearcher:
             union = list(dict.fromkeys(d for m in chosen for d in per_mode[m].ids[qi]))
             fused = np.zeros(len(union), dtype=np.float64)
             for m in chosen:
-                fused += w[m] * self._exact(m, reps[m], qi, union)
+                fused += w[m] * self._exact(m, reps[m], qi, union, per_mode)
             idx, vals = top_k_rows((fused / total)[None, :], top_k)
             res = gather_results(idx, vals, union)
             out.ids += res.ids
             out.scores += res.scores
         return out
 
-    def _exact(self, mode: str, rep: Any, qi: int, ids: list[str]) -> np.ndarray:
+    def _exact(self, mode: str, rep: Any, qi: int, ids: list[str], per_mode: dict[str, SearchResults]) -> np.ndarray:
         ix = self.indexes[mode]
+        if mode == "bm25":  # unbounded: divided by the query's best BM25 score, like cosine in 0..1
+            best = per_mode["bm25"].scores[qi][0] if per_mode["bm25"].scores[qi] else 0.0
+            return normalized_bm25(ix.scores([rep[qi]], ids)[0], best)
         if mode == "dense":
             return ix.vectors(ids) @ np.asarray(rep[qi], dtype=np.float32)
         if mode == "sparse":
@@ -320,7 +334,12 @@ class HybridSearcher:
         manifest = read_manifest(path, "hybrid", required=_required_files)
         info = manifest.get("model")
         p = _check_params(manifest, path)
-        loaders = {"dense": DenseIndex.load, "sparse": SparseIndex.load, "colbert": MultiVectorIndex.load}
+        loaders = {
+            "dense": DenseIndex.load,
+            "sparse": SparseIndex.load,
+            "colbert": MultiVectorIndex.load,
+            "bm25": BM25Index.load,
+        }
         subs = {m: loaders[m](path / m, model_info=info) for m in p["modes"]}
         ids = {m: set(ix.ids) for m, ix in subs.items()}
         if len({frozenset(v) for v in ids.values()}) > 1:

@@ -7,10 +7,11 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-Mode = Literal["dense", "sparse", "colbert"]
+Mode = Literal["dense", "sparse", "colbert", "bm25"]
 MODES: tuple[str, ...] = get_args(Mode)
 Fusion = Literal["weighted", "rrf"]
-DEFAULT_WEIGHTS = {"dense": 0.4, "sparse": 0.2, "colbert": 0.4}  # BGE-M3 README's suggestion
+# BGE-M3 README's suggestion; bm25 weighs as sparse does
+DEFAULT_WEIGHTS = {"dense": 0.4, "sparse": 0.2, "colbert": 0.4, "bm25": 0.2}
 
 
 def check_modes(modes: str | Sequence[str] | None, available: Sequence[str] = MODES) -> list[str]:

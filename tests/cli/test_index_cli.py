@@ -200,3 +200,23 @@ def test_build_checks_the_destination_and_corpus_before_loading_the_model(tmp_pa
     bad.write_text('{"text": "no id"}\n')
     res = CliRunner().invoke(app, [*build, str(bad), "-o", str(tmp_path / "i")])
     assert res.exit_code == 2 and "needs an '_id'" in res.output
+
+
+def test_dense_plus_bm25_index_from_the_command_line(tiny_bert, tmp_path):
+    from typer.testing import CliRunner
+
+    from flagembed.cli import app
+
+    corpus = tmp_path / "c.jsonl"
+    rows = [("a", "BM25 is a ranking function."), ("b", "Dense retrieval embeds text."), ("c", "Pandas eat bamboo.")]
+    corpus.write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in rows))
+    idx = tmp_path / "idx"
+    res = CliRunner().invoke(app, ["index", "build", "-m", str(tiny_bert), "--corpus", str(corpus), "-o", str(idx),
+                                   "--modes", "dense,bm25"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["search", str(idx), "pandas bamboo", "--modes", "bm25", "--json", "-k", "1"])
+    assert res.exit_code == 0, res.output
+    (hit,) = json.loads(res.output)
+    assert hit["id"] == "c" and "bamboo" in json.dumps(hit)
+    res = CliRunner().invoke(app, ["search", str(idx), "pandas bamboo", "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)[0]["id"] == "c"

@@ -210,8 +210,10 @@ def test_offline_mteb_task_is_reported_not_raised(monkeypatch):
 
 
 # MTEB's published all-MiniLM-L6-v2 scores (embeddings-benchmark/results, revision 8b3219a9,
-# mteb 1.12.75): AFQMC validation cosine Spearman 0.085879, ATEC test 0.135171.
-PUBLISHED = {"AFQMC": 0.085879, "ATEC": 0.135171}
+# mteb 1.12.75): AFQMC validation cosine Spearman 0.085879, ATEC test 0.135171. The suite checks AFQMC
+# (4,316 pairs); ATEC (20,000 pairs, ~5 CPU-minutes) reproduces too (13.52, docs/integrations.md) and is
+# left to `flagembed eval cmteb --tasks ATEC` to keep CI short.
+PUBLISHED = {"AFQMC": 0.085879}
 
 
 @pytest.mark.slow

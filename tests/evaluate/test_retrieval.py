@@ -84,7 +84,7 @@ def test_rerank_rejects_wrong_score_count(beir_dir):
 def test_unknown_modes_and_m3_modes_need_m3(tiny_embedder, beir_dir):
     data = load_retrieval(beir_dir)
     with pytest.raises(ValueError, match="valid: dense"):
-        evaluate_retrieval(tiny_embedder, data, modes=("bm25",))
+        evaluate_retrieval(tiny_embedder, data, modes=("splade",))
     with pytest.raises(ValueError, match="M3Embedder"):
         evaluate_retrieval(tiny_embedder, data, modes=("sparse",))
 

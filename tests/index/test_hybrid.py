@@ -113,7 +113,7 @@ def test_bad_input(m3, searcher) -> None:
     with pytest.raises(ValueError, match="special"):
         searcher.search("<s></s><pad>")
     with pytest.raises(ValueError, match="not a mode"):
-        searcher.search("gene", modes=["dense", "bm25"])
+        searcher.search("gene", modes=["dense", "splade"])
     with pytest.raises(ValueError, match="2 weights for 3 modes"):
         searcher.search("gene", weights=[0.5, 0.5])
     with pytest.raises(ValueError, match="top_k"):
