@@ -41,7 +41,7 @@ def test_rerank_txt_json(ce_ws, python_scores):
 
 
 def test_rerank_jsonl_table_normalized(ce_ws, python_scores):
-    res = ce_ws.run("rerank", "-m", "models/ce", "-q", QUERY, "-d", "docs.jsonl", "--normalize")
+    res = ce_ws.run("rerank", "-m", "models/ce", "-q", QUERY, "--docs", "docs.jsonl", "--normalize")
     rows = [ln.split() for ln in res.stdout.splitlines()[2:] if ln.strip()]
     want = 1 / (1 + np.exp(-np.asarray(python_scores[1])))
     order = list(np.argsort(-want, kind="stable"))
