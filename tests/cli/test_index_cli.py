@@ -74,8 +74,10 @@ def test_search_table_and_json(built) -> None:
 def test_errors(built, tmp_path) -> None:
     model, corpus, out = built
     runner = CliRunner()
-    bad_mode = runner.invoke(app, ["search", str(out), "gene", "--modes", "bm25", "--device", "cpu"])
+    bad_mode = runner.invoke(app, ["search", str(out), "gene", "--modes", "splade", "--device", "cpu"])
     assert bad_mode.exit_code == 2 and "not a mode" in bad_mode.output
+    absent = runner.invoke(app, ["search", str(out), "gene", "--modes", "bm25", "--device", "cpu"])
+    assert absent.exit_code == 2 and "built with modes dense, sparse, colbert only" in absent.output
     bad_w = runner.invoke(app, ["search", str(out), "gene", "--weights", "1,2", "--device", "cpu"])
     assert bad_w.exit_code == 2 and "2 weights for 3 modes" in bad_w.output
     missing = runner.invoke(app, ["search", str(tmp_path), "gene"])
