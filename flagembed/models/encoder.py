@@ -62,6 +62,8 @@ def resolve_settings(
     name = os.fspath(name_or_path)
     spec = lookup(name)
     folder = read_folder_config(path)
+    if spec is None:
+        _note_unapplied_registry_row(name, folder, pooling, query_instruction)
     chosen_pooling = pooling or folder.pooling or (spec.pooling if spec else None) or "cls"
     if normalize is None:
         normalize = folder.normalize if folder.normalize is not None else (spec.normalize if spec else True)
@@ -85,6 +87,28 @@ def resolve_settings(
         revision=revision,
         spec=spec,
     )
+
+
+def _note_unapplied_registry_row(name: str, folder: Any, pooling: str | None, query_instruction: str | None) -> None:
+    """Say so when a local folder is named like a registered model whose settings it does not get.
+
+    Registry rows apply to exact hub ids only (a folder's name proves nothing about its contents), so a
+    ``./bge-small-en-v1.5`` copy without sentence-transformers files would silently lose the BGE query
+    instruction; a warning names the row and how to get its settings.
+    """
+    from flagembed.models.registry import lookup_folder_name
+
+    row = lookup_folder_name(name)
+    if row is None:
+        return
+    lost_pooling = not (folder.pooling or pooling) and row.pooling != "cls"  # cls is the default anyway
+    lost_instruction = bool(row.query_instruction) and folder.query_prompt is None and query_instruction is None
+    if lost_pooling or lost_instruction:
+        logger.warning(
+            "folder %r is named like the registered model %r, but registry settings apply to hub ids only: pass "
+            "pooling=%r, query_instruction=%r (or load it by its hub id) to use that model's settings",
+            name, row.name, row.pooling, row.query_instruction,
+        )  # fmt: skip
 
 
 def _first(*values: str | None) -> str | None:

@@ -177,3 +177,21 @@ def test_folder_whose_type_only_its_code_defines(tiny_bert, tmp_path):
     with pytest.raises(ValueError, match="model type 'new'.*own Python code.*--trust-remote-code"):
         open_checkpoint(str(folder))
     assert open_checkpoint(str(folder), trust_remote_code=True).trust_remote_code is True
+
+
+def test_a_folder_named_like_a_registered_model_says_it_gets_no_registry_settings(tiny_bert, tmp_path, caplog):
+    import logging
+    import shutil
+
+    from flagembed import Embedder
+
+    folder = tmp_path / "bge-small-en-v1.5"
+    shutil.copytree(tiny_bert, folder)
+    with caplog.at_level(logging.WARNING, logger="flagembed"):
+        emb = Embedder(folder)
+    assert emb.settings.query_instruction is None
+    assert any("named like the registered model 'BAAI/bge-small-en-v1.5'" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flagembed"):
+        Embedder(folder, query_instruction="Represent this sentence for searching relevant passages: ")
+    assert not [r for r in caplog.records if "named like" in r.getMessage()]
