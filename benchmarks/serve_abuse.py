@@ -104,8 +104,12 @@ async def abuse(url: str, abusers: int, kind: str, seconds: float, max_inputs: i
             while time.monotonic() < stop:
                 path, body = payloads[i % len(payloads)]
                 sent = time.monotonic()
-                r = await http.post(path, content=body, headers={"content-type": "application/json"})
-                status[r.status_code] = status.get(r.status_code, 0) + 1
+                try:
+                    r = await http.post(path, content=body, headers={"content-type": "application/json"})
+                    code = r.status_code
+                except httpx.TransportError:  # the server may close an abuser's connection: count it, go on
+                    code = -1
+                status[code] = status.get(code, 0) + 1
                 i += 1
                 if rate > 0:
                     await asyncio.sleep(max(0.0, sent + 1 / rate - time.monotonic()))
@@ -204,6 +208,7 @@ def main() -> None:
     parser.add_argument("--slow", type=int, default=200, help="slow/idle connections to open at the end")
     parser.add_argument("--timeout", type=float, default=2.0, help="server --header-timeout and --body-timeout")
     parser.add_argument("--max-inputs", type=int, default=512)
+    parser.add_argument("--reject-delay", type=float, default=None, help="server --reject-delay (default: its own)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/serve_abuse.json")
     args = parser.parse_args()
@@ -221,6 +226,8 @@ def main() -> None:
             "--kind", "m3", "--reranker", reranker, "--max-inputs", str(args.max_inputs),
             "--header-timeout", str(args.timeout), "--body-timeout", str(args.timeout),
         ]  # fmt: skip
+        if args.reject_delay is not None:
+            extra += ["--reject-delay", str(args.reject_delay)]
         proc = start_server(model, port, True, extra, args.device)
         url = f"http://127.0.0.1:{port}"
         global SERVER

@@ -27,7 +27,7 @@ def serve(
     max_input_tokens: Optional[int] = typer.Option(None, help="Tokens per input (default: the model's max length)."),
     max_multivector_values: int = typer.Option(2**20, help="ColBERT vectors x dim per request (413 beyond)."),
     reject_delay: float = typer.Option(
-        0.2, min=0, max=60, help="Seconds a request refused for its content (413/422) waits for its answer."
+        1.0, min=0, max=60, help="Seconds a request refused for its content (413/422) waits for its answer."
     ),
     truncate: bool = typer.Option(True, "--truncate/--no-truncate", help="Cut long inputs (default) or reject them."),
     max_concurrent: int = typer.Option(256, help="Requests queued or running before 429."),

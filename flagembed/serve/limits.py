@@ -42,7 +42,7 @@ class Limits:
     max_concurrent_requests: int = 256
     retry_after_s: int = 1
     max_multivector_values: int = 2**20
-    reject_delay_s: float = 0.2
+    reject_delay_s: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_inputs", "max_concurrent_requests", "retry_after_s"):
