@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, DType, TrustRemoteCode, fail
+from flagembed.cli.common import Device, DType, TrustRemoteCode, fail, model_kwargs
 
 _ERRORS = (ValueError, TypeError, FileNotFoundError, NotImplementedError, ImportError)
 
@@ -53,14 +53,7 @@ def cmteb(
             raise FileNotFoundError(f"--data {data} is not a folder")
         if output is not None:
             check_output_dir(output)
-        embedder = load_embedder(
-            model,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            show_progress=None,
-            trust_remote_code=trust_remote_code,
-        )
+        embedder = load_embedder(model, **model_kwargs(device, dtype, trust_remote_code, batch_size=batch_size))
         report = run_cmteb(
             embedder,
             tasks=names,

@@ -53,3 +53,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print an error and exit non-zero."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def model_kwargs(device: Any, dtype: str, trust_remote_code: bool, **extra: Any) -> dict[str, Any]:
+    """What a command passes to the models it loads (progress bars: auto)."""
+    return {"device": device, "dtype": dtype, "show_progress": None, "trust_remote_code": trust_remote_code, **extra}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, DType, TrustRemoteCode, emit_table, fail
+from flagembed.cli.common import Device, DType, TrustRemoteCode, emit_table, fail, model_kwargs
 
 eval_app = typer.Typer(help="Evaluate embedders and rerankers (retrieval, STS, MTEB).", no_args_is_help=True)
 
@@ -27,11 +27,6 @@ def _int_list(text: str, option: str) -> list[int]:
         except ValueError:
             raise ValueError(f"{option}: {t!r} is not an integer (give e.g. 1,10,100)") from None
     return out
-
-
-def _model_kwargs(device: Any, dtype: str, trust_remote_code: bool, **extra: Any) -> dict[str, Any]:
-    """What every eval command passes to the models it loads (progress bars: auto)."""
-    return {"device": device, "dtype": dtype, "show_progress": None, "trust_remote_code": trust_remote_code, **extra}
 
 
 @eval_app.command("retrieval")
@@ -73,8 +68,8 @@ def retrieval(
             k_values=ks,
             ignore_identical_ids=ignore_identical_ids,
             plot=plot,
-            embedder_kwargs=_model_kwargs(device, dtype, trust_remote_code, batch_size=batch_size),
-            reranker_kwargs=_model_kwargs(device, dtype, trust_remote_code),
+            embedder_kwargs=model_kwargs(device, dtype, trust_remote_code, batch_size=batch_size),
+            reranker_kwargs=model_kwargs(device, dtype, trust_remote_code),
         )
     except _ERRORS as exc:
         fail(str(exc))
@@ -112,7 +107,7 @@ def sts(
             output,
             name=name,
             split=split,
-            embedder_kwargs=_model_kwargs(device, dtype, trust_remote_code, batch_size=batch_size),
+            embedder_kwargs=model_kwargs(device, dtype, trust_remote_code, batch_size=batch_size),
         )
     except _ERRORS as exc:
         fail(str(exc))

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from flagembed.index.ids import IdTable
-from flagembed.index.results import SearchResults, check_top_k
+from flagembed.index.results import SearchResults, check_top_k, sparse_top_k
 from flagembed.index.storage import IndexFormatError, read_json, read_manifest, write_index_dir, write_json
 from flagembed.inference.inputs import as_corpus_list, as_text_list
 
@@ -240,22 +240,7 @@ class BM25Index:
         q = self._query_matrix(queries)
         if len(self) == 0:
             return SearchResults.empty(q.shape[0])
-        weights = self._weights()
-        labels = self._ids.labels
-        out = SearchResults()
-        for start in range(0, q.shape[0], _QUERY_CHUNK):
-            prod = (q[start : start + _QUERY_CHUNK] @ weights).tocsr()
-            for i in range(prod.shape[0]):
-                lo, hi = prod.indptr[i], prod.indptr[i + 1]
-                cols, vals = prod.indices[lo:hi], prod.data[lo:hi]
-                if len(vals) > top_k:  # keep every tie of the k-th score, so ties break by slot below
-                    kth = np.partition(vals, len(vals) - top_k)[len(vals) - top_k]
-                    keep = vals >= kth
-                    cols, vals = cols[keep], vals[keep]
-                order = np.lexsort((cols, -vals))[:top_k]
-                out.ids.append([labels[c] for c in cols[order]])
-                out.scores.append([float(v) for v in vals[order]])
-        return out
+        return sparse_top_k(q, self._weights(), self._ids.labels, top_k, _QUERY_CHUNK)
 
     def scores(self, queries: Any, ids: Sequence[str]) -> np.ndarray:
         """Exact BM25 scores ``(num_queries, len(ids))`` of the given documents (0 where nothing is shared)."""

@@ -76,3 +76,25 @@ def gather_results(idx: np.ndarray, vals: np.ndarray, labels: Sequence[str] | np
         out.ids.append([str(labels[i]) for i in row_idx[keep]])
         out.scores.append([float(v) for v in row_vals[keep]])
     return out
+
+
+def sparse_top_k(queries: Any, docs_t: Any, labels: Sequence[str], top_k: int, chunk: int = 256) -> SearchResults:
+    """Top ``top_k`` documents per query of the sparse product ``queries @ docs_t`` (CSR matrices).
+
+    Only documents sharing a term with the query are returned; ties at the k-th score are kept for the
+    sort, which breaks them by slot (insertion order), so results never depend on partition internals.
+    """
+    out = SearchResults()
+    for start in range(0, queries.shape[0], chunk):
+        prod = (queries[start : start + chunk] @ docs_t).tocsr()
+        for i in range(prod.shape[0]):
+            lo, hi = prod.indptr[i], prod.indptr[i + 1]
+            cols, vals = prod.indices[lo:hi], prod.data[lo:hi]
+            if len(vals) > top_k:
+                kth = np.partition(vals, len(vals) - top_k)[len(vals) - top_k]
+                keep = vals >= kth
+                cols, vals = cols[keep], vals[keep]
+            order = np.lexsort((cols, -vals))[:top_k]
+            out.ids.append([labels[c] for c in cols[order]])
+            out.scores.append([float(v) for v in vals[order]])
+    return out

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from flagembed.index.ids import IdTable, load_ids
-from flagembed.index.results import SearchResults, check_top_k
+from flagembed.index.results import SearchResults, check_top_k, sparse_top_k
 from flagembed.index.storage import IndexFormatError, param, read_manifest, reading, write_index_dir, write_json
 
 _QUERY_CHUNK = 256
@@ -106,26 +106,13 @@ class SparseIndex:
         return len(slots)
 
     def search(self, queries: Any, top_k: int = 10) -> SearchResults:
-        """Top-``top_k`` documents per query by exact sparse inner product (documents with no shared token omitted)."""
+        """Top-``top_k`` documents per query by exact sparse inner product (documents with no shared token omitted;
+        ties at the k-th score break by insertion order)."""
         top_k = check_top_k(top_k)
         q = as_csr(queries, self.vocab_size, "queries")
         if len(self) == 0:
             return SearchResults.empty(q.shape[0])
-        docs_t = self._docs().T.tocsr()
-        labels = self._ids.labels
-        out = SearchResults()
-        for start in range(0, q.shape[0], _QUERY_CHUNK):
-            prod = (q[start : start + _QUERY_CHUNK] @ docs_t).tocsr()
-            for i in range(prod.shape[0]):
-                lo, hi = prod.indptr[i], prod.indptr[i + 1]
-                cols, vals = prod.indices[lo:hi], prod.data[lo:hi]
-                if len(vals) > top_k:
-                    part = np.argpartition(-vals, top_k - 1)[:top_k]
-                    cols, vals = cols[part], vals[part]
-                order = np.lexsort((cols, -vals))
-                out.ids.append([labels[c] for c in cols[order]])
-                out.scores.append([float(v) for v in vals[order]])
-        return out
+        return sparse_top_k(q, self._docs().T.tocsr(), self._ids.labels, top_k, _QUERY_CHUNK)
 
     def scores(self, queries: Any, ids: Sequence[str]) -> np.ndarray:
         """Exact scores ``(num_queries, len(ids))`` of the given documents (0 where nothing is shared)."""
