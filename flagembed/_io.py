@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import stat
 import sys
 import tempfile
@@ -31,8 +32,12 @@ import numpy as np
 
 STDOUT = "-"
 _umask_lock = threading.Lock()
-# Our own temporary names: ".NAME.flagembed-{tmp,new,old}-PID-HEX".
-_STAGE_RE = re.compile(r"^\.(?P<name>.+)\.flagembed-(?P<kind>tmp|new|old)-(?P<pid>\d+)-[0-9a-z_]+$")
+# Our own temporary names: ".NAME.flagembed-{tmp,new,old}-HOST-PID-RANDOM". The host part keeps a process
+# on one machine from sweeping the work in progress of a process on another (an index on a shared disk).
+_HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+_STAGE_RE = re.compile(
+    r"^\.(?P<name>.+)\.flagembed-(?P<kind>tmp|new|old)-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-z_]+$"
+)
 
 
 class OutputPathError(ValueError):
@@ -140,7 +145,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(target)  # sweeps temporary files that killed writers of this target left behind
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.flagembed-tmp-{os.getpid()}-", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.flagembed-tmp-{_HOST}-{os.getpid()}-", dir=target.parent)
     try:
         os.fchmod(fd, file_mode(target if target.exists() else None))
         with os.fdopen(fd, mode, **encoding) as f:
@@ -167,7 +172,7 @@ def save_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def _stage_name(target: Path, kind: str) -> Path:
-    return target.parent / f".{target.name}.flagembed-{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return target.parent / f".{target.name}.flagembed-{kind}-{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -187,8 +192,9 @@ def recover_dir(target: str | os.PathLike[str]) -> None:
 
     A swap renames the complete new folder to ``.NAME.flagembed-new-*``, the old one to
     ``.NAME.flagembed-old-*``, then the new one to ``NAME``. If ``NAME`` is missing, a complete new
-    copy is moved in (else the old one is moved back). Temporary folders and copies of processes
-    that are no longer running are removed; those of live processes are left alone.
+    copy is moved in (else the old one is moved back). Temporary folders and copies of processes of
+    this host that are no longer running are removed; those of live processes, and of other hosts
+    (an index on a shared disk), are left alone.
     """
     target = Path(target).expanduser().absolute()
     parent = target.parent
@@ -197,7 +203,7 @@ def recover_dir(target: str | os.PathLike[str]) -> None:
     stale: dict[str, list[Path]] = {"tmp": [], "new": [], "old": []}
     for entry in parent.iterdir():
         m = _STAGE_RE.match(entry.name)
-        if m and m["name"] == target.name and not _pid_alive(int(m["pid"])):
+        if m and m["name"] == target.name and m["host"] == _HOST and not _pid_alive(int(m["pid"])):
             stale[m["kind"]].append(entry)
     if not target.exists():
         for kind in ("new", "old"):  # prefer finishing the swap; else undo it

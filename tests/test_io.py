@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from flagembed import _io
 from flagembed._io import (
     OutputPathError,
     atomic_write,
@@ -133,8 +134,8 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def _leftover(parent, name: str, kind: str, pid: int, content: str):
-    d = parent / f".{name}.flagembed-{kind}-{pid}-0123abcd"
+def _leftover(parent, name: str, kind: str, pid: int, content: str, host: str = _io._HOST):
+    d = parent / f".{name}.flagembed-{kind}-{host}-{pid}-0123abcd"
     d.mkdir()
     (d / "payload").write_text(content)
     return d
@@ -163,8 +164,9 @@ def test_recover_sweeps_dead_leftovers_but_not_live_ones(tmp_path):
     dead = _leftover(tmp_path, "idx", "tmp", _dead_pid(), "x")
     live = _leftover(tmp_path, "idx", "tmp", os.getppid(), "x")
     other = _leftover(tmp_path, "other", "tmp", _dead_pid(), "x")  # another target's: not ours to touch
+    remote = _leftover(tmp_path, "idx", "tmp", _dead_pid(), "x", host="otherhost")  # a shared disk's other host
     recover_dir(tmp_path / "idx")
-    assert not dead.exists() and live.exists() and other.exists()
+    assert not dead.exists() and live.exists() and other.exists() and remote.exists()
 
 
 def test_staged_dir_replaces_whole_and_keeps_the_old_on_failure(tmp_path):
@@ -235,7 +237,7 @@ def test_read_texts_blank_lines_and_bom(tmp_path):
 
 
 def test_a_killed_file_write_is_swept_by_the_next_write(tmp_path):
-    stale = tmp_path / f".v.npy.flagembed-tmp-{_dead_pid()}-x1_y2"
+    stale = tmp_path / f".v.npy.flagembed-tmp-{_io._HOST}-{_dead_pid()}-x1_y2"
     stale.write_bytes(b"half")
     save_npy(tmp_path / "v.npy", np.ones(1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npy"]
