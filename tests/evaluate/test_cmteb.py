@@ -25,14 +25,6 @@ from flagembed.evaluate.cmteb import (
 from flagembed.evaluate.cmteb_report import CMTEBReport, TaskScore
 
 
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    for root in (os.environ.get("FLAGEMBED_SHARED_DATA"), Path(__file__).resolve().parents[2].parent / "shared/data"):
-        if root and Path(root).is_dir():
-            return Path(root)
-    pytest.skip("../shared/data is absent")
-
-
 class Recorder:
     """A fake embedder: records (method, instruction, texts) of every call; vectors from a hash of the text."""
 

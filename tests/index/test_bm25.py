@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,14 +22,6 @@ DOCS = [
     "Search engines index documents for fast lexical ranking.",
 ]
 QUERIES = ["bm25 ranking function", "dense vectors cosine", "fusion of rankings", "nothing matches zzz"]
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    for root in (os.environ.get("FLAGEMBED_SHARED_DATA"), Path(__file__).resolve().parents[2].parent / "shared/data"):
-        if root and Path(root).is_dir():
-            return Path(root)
-    pytest.skip("../shared/data is absent")
 
 
 def _peer(tokens: list[list[str]], query_tokens: list[list[str]], **kw) -> list[dict[int, float]]:
