@@ -14,6 +14,8 @@ RANK = {
     "evaluate": 5,
     "train": 5,
     "merge": 5,
+    "longctx": 5,
+    "distributed": 5,
     "demo": 6,
     "cli": 7,
     "serve": 7,
