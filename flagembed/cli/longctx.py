@@ -220,3 +220,74 @@ def longbench(
 
 
 __all__ = ["eval_app", "longctx_app"]
+
+
+@longctx_app.command("extend")
+def extend_cmd(
+    model: str = MODEL,
+    data: list[Path] = typer.Option(..., "--data", help="JSONL rows: 'messages' (chat) or 'text'; repeatable."),
+    out: Path = typer.Option(..., "--out", "--output", "-o", help="Run folder: checkpoints, adapter/, merged/."),
+    max_length: int = typer.Option(8192, help="Longest training row in tokens (longer chat rows are dropped)."),
+    rope_theta: Optional[float] = typer.Option(None, "--rope-theta", help="New RoPE base (e.g. 2e8)."),
+    rope_type: str = typer.Option("default", help="default, linear, dynamic, yarn or llama3."),
+    rope_factor: Optional[float] = typer.Option(None, help="Scaling factor for non-default RoPE types."),
+    rope_original_max: Optional[int] = typer.Option(None, help="Original context for yarn/llama3."),
+    lora_rank: int = typer.Option(32, help="LoRA rank."),
+    lora_alpha: int = typer.Option(16, help="LoRA alpha."),
+    lora_dropout: float = typer.Option(0.0, help="LoRA dropout."),
+    lora_targets: str = typer.Option("q_proj,k_proj,v_proj,o_proj", help="Comma-separated module names."),
+    train_embeddings: bool = typer.Option(True, "--train-embeddings/--no-train-embeddings",
+                                          help="Train embed_tokens fully (modules_to_save)."),
+    load_in_4bit: bool = typer.Option(False, "--load-in-4bit", help="QLoRA: NF4 base with double quantisation."),
+    dtype: str = DTYPE,
+    learning_rate: float = typer.Option(5e-5, "--lr", help="Learning rate (linear decay)."),
+    epochs: float = typer.Option(1.0, help="Epochs."),
+    max_steps: int = typer.Option(-1, help="Stop after this many steps (-1: epochs)."),
+    batch_size: int = typer.Option(1, help="Rows per device step."),
+    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
+    chunk_size: int = typer.Option(4096, help="Positions per cross-entropy chunk."),
+    pack: bool = typer.Option(False, "--pack", help="Pack text rows into full max-length rows."),
+    group_by_length: bool = typer.Option(True, "--group-by-length/--no-group-by-length", help="Length-grouped rows."),
+    save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default: each epoch)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
+    merge: bool = typer.Option(False, "--merge", help="Also write <out>/merged, a plain full model."),
+    trust_remote_code: TrustRemoteCode = False,
+) -> None:
+    """Extend a causal LM's context: RoPE change + (Q)LoRA fine-tuning with chunked cross-entropy."""
+    from flagembed.longctx.extend import ExtendConfig, extend
+
+    cfg = ExtendConfig(
+        model=model, data=[str(d) for d in data], output_dir=str(out), max_length=max_length, rope_theta=rope_theta,
+        rope_type=rope_type, rope_factor=rope_factor, rope_original_max=rope_original_max, lora_rank=lora_rank,
+        lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        lora_targets=[t.strip() for t in lora_targets.split(",") if t.strip()], train_embeddings=train_embeddings,
+        load_in_4bit=load_in_4bit, dtype=dtype, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, grad_accum=grad_accum, chunk_size=chunk_size, pack=pack,
+        group_by_length=group_by_length, save_steps=save_steps, resume=resume, merge=merge,
+        trust_remote_code=trust_remote_code,
+    )
+    try:
+        summary = extend(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    emit_table(["item", "value"], [[k, str(v)] for k, v in summary.items()])
+
+
+@longctx_app.command("merge")
+def merge_cmd(
+    adapter: Path = typer.Option(..., "--adapter", help="The adapter/ folder written by 'longctx extend'."),
+    out: Path = typer.Option(..., "--out", "--output", "-o", help="Folder for the merged full model."),
+    base: Optional[str] = typer.Option(None, "--base", help="Base model (default: the one recorded in the adapter)."),
+    dtype: str = DTYPE,
+    trust_remote_code: TrustRemoteCode = False,
+) -> None:
+    """Fold an extension adapter into its base model (RoPE included); loads with plain AutoModelForCausalLM."""
+    from flagembed.longctx.extend import merge_adapter
+
+    if not (adapter / "adapter_config.json").is_file():
+        fail(f"--adapter: {adapter} holds no adapter_config.json")
+    try:
+        path = merge_adapter(adapter, out, base_model=base, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {path}")

@@ -39,3 +39,23 @@ def test_ppl_and_errors(llama, tmp_path):
     assert bad.exit_code == 2 and "--lengths" in bad.output
     missing = runner.invoke(app, ["longctx", "eval", "longbench", "-m", str(llama), "--data", str(tmp_path)])
     assert missing.exit_code == 2 and "no LongBench task file" in missing.output
+
+
+def test_extend_and_merge(llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"text": "The grass is green. The sky is blue. " * 10}) + "\n")
+    res = runner.invoke(app, ["longctx", "extend", "-m", str(llama), "--data", str(data), "-o", str(tmp_path / "run"),
+                              "--max-length", "64", "--rope-theta", "5e5", "--lora-rank", "2", "--max-steps", "1"])
+    assert res.exit_code == 0, res.output
+    assert "trainable_parameters" in res.output
+    res = runner.invoke(app, ["longctx", "merge", "--adapter", str(tmp_path / "run" / "adapter"), "-o",
+                              str(tmp_path / "merged")])
+    assert res.exit_code == 0, res.output
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert json.loads((tmp_path / "merged" / "config.json").read_text())["rope_theta"] == 5e5
+    assert merged.config.vocab_size > 0
+    bad = runner.invoke(app, ["longctx", "extend", "-m", str(llama), "--data", str(tmp_path / "none.jsonl"), "-o",
+                              str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "none.jsonl" in bad.output
