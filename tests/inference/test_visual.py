@@ -177,3 +177,31 @@ def test_mixed_items_keep_order(model):
     np.testing.assert_allclose(got[[1, 3]], model.encode_images(imgs, ["blue", None]), atol=1e-6)
     with pytest.raises(ValueError, match=r"items\[0\] has unknown keys \['img'\]"):
         model.encode_items([{"img": imgs[0]}])
+
+
+def test_visualized_bge_alias(model, vis_bert, tmp_path):
+    from flagembed import Visualized_BGE
+
+    path = tmp_path / "w.pth"
+    torch.save(model.reference_state_dict(), path)
+    ref = Visualized_BGE(model_name_bge=str(vis_bert), model_weight=str(path), normlized=True)
+    img = tmp_path / "q.png"
+    tiny_visual.draw(11).save(img)
+    both = ref.encode(image=str(img), text="red")
+    assert tuple(both.shape) == (1, 32) and isinstance(both, torch.Tensor)
+    np.testing.assert_allclose(both.numpy(), model.encode_images([str(img)], ["red"]), atol=1e-6)
+    np.testing.assert_array_equal(ref.encode(text="red").numpy(), model.encode(["red"]))
+    np.testing.assert_allclose(ref.encode(image=str(img)).numpy(), model.encode_images([str(img)]), atol=1e-6)
+    assert ref.encode(image=str(img), text=["red", "blue"]).shape == (2, 32)  # one image, several texts
+    assert ref.encode() is None
+    assert Visualized_BGE(str(vis_bert), str(path), normlized=False).temperature == 1.0
+    with pytest.raises(ValueError, match="model_weight is required"):
+        Visualized_BGE(str(vis_bert))
+
+
+def test_batched_equals_one_per_call(model):
+    imgs = [tiny_visual.draw(20 + i) for i in range(5)]
+    texts = ["red", None, "the long blue cell with a protein", "", "green"]
+    batched = model.encode_images(imgs, texts, batch_size=4)
+    single = np.stack([model.encode_images([im], [t])[0] for im, t in zip(imgs, texts)])
+    np.testing.assert_allclose(batched, single, atol=1e-6)
