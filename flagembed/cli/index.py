@@ -36,7 +36,6 @@ def build(
 ) -> None:
     """Encode a corpus and write a searchable index directory."""
     from flagembed.index.build import build_index
-
     from flagembed.models.vision.weights import is_visual_folder
 
     if images is not None or corpus is None or is_visual_folder(model):
