@@ -33,7 +33,7 @@ from flagembed.models.vision.weights import (
     read_reference_file,
     read_visual_config,
     reference_state_dict,
-    save_visual_files,
+    save_visual_folder,
     vision_config,
 )
 
@@ -258,10 +258,8 @@ class VisualEmbedder(Embedder):
         """Write the own folder layout (text checkpoint + vision files), replacing ``folder`` atomically."""
         check_output_dir(folder, overwrite=overwrite, what="model folder")
         with staged_dir(folder) as tmp:
-            self.model.text.backbone.save_pretrained(tmp, safe_serialization=True)
-            self.tokenizer.save_pretrained(tmp)
-            save_visual_files(
-                self.model, tmp, pooling=self.settings.pooling, normalize=self.settings.normalize
+            save_visual_folder(
+                self.model, self.tokenizer, tmp, pooling=self.settings.pooling, normalize=self.settings.normalize
             )  # fmt: skip
         return Path(folder)
 

@@ -138,6 +138,16 @@ def save_visual_files(model: VisualBGE, folder: str | Path, **extra: Any) -> Non
     save_json(folder / VISUAL_CONFIG, config)
 
 
+def save_visual_folder(model: VisualBGE, tokenizer: Any, folder: str | Path, **extra: Any) -> Path:
+    """Write the whole own layout into ``folder``: text backbone + tokenizer + vision files (each file atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.text.backbone.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    save_visual_files(model, folder, **extra)
+    return folder
+
+
 def load_visual_files(model: VisualBGE, folder: str | Path) -> None:
     """Load ``visual.safetensors`` strictly into ``model``'s vision side."""
     from safetensors.torch import load_file
