@@ -15,6 +15,8 @@ from flagembed.inference import (
     LLMReranker,
     M3Embedder,
     Reranker,
+    VisualEmbedder,
+    Visualized_BGE,
     quantize,
 )
 from flagembed.models import ModelSpec, list_models, lookup
@@ -44,3 +46,4 @@ __all__ += [  # rerankers
     "LightweightReranker",
     "Reranker",
 ]
+__all__ += ["VisualEmbedder", "Visualized_BGE"]  # Visualized-BGE

@@ -55,6 +55,37 @@ def finetune_embedder_cmd(
         typer.echo(f"merged LoRA model in {result.merged_dir}")
 
 
+@finetune_app.command("visual", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def finetune_visual_cmd(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="VisualEmbedder folder (or BGE + --model_weight)."),
+    train_data: Optional[list[Path]] = typer.Option(None, "--train-data", help="jsonl of query/pos/neg (repeatable)."),
+    output: Optional[Path] = typer.Option(None, "--output", "--out", "-o", help="Output folder (VisualEmbedder)."),
+    task_type: str = typer.Option("t2it", "--task-type", help="t2it (text → image+text) or edit_image."),
+) -> None:
+    """Visualized-BGE stage-2 training (InfoNCE, temperature 0.02, text tower frozen); other options are
+    HF/reference ones, e.g. --train_group_size 2 --patch_dropout 0.5 --train_text_tower True --learning_rate 2e-5."""
+    from flagembed.train.visual import finetune_visual, parse_visual_args
+
+    argv = list(ctx.args) + ["--task_type", task_type]
+    if model:
+        argv += ["--model_name_or_path", model]
+    if train_data:
+        argv += ["--train_data", *[str(p) for p in train_data]]
+    if output:
+        argv += ["--output_dir", str(output)]
+    try:
+        args, training_args = parse_visual_args(argv)
+        result = finetune_visual(args, training_args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        fail(str(exc))
+    except SystemExit as exc:
+        raise typer.Exit(0 if exc.code in (0, None) else 2) from None
+    if os.environ.get("RANK", "0") == "0":
+        steps, loss = result.global_step, result.train_loss
+        typer.echo(f"trained {steps} steps, mean loss {loss:.4f}; model in {result.output_dir}")
+
+
 def _resume(value: Optional[str]) -> str | bool | None:
     return True if value == "latest" else value
 

@@ -117,7 +117,7 @@ class Embedder:
         if is_export_folder(path):  # written by `flagembed export --out`: graph + config, no torch weights
             backbone = export_backbone(path, backend, trust_remote_code=remote)
         else:
-            backbone = load_backbone(path, dtype=self.dtype, trust_remote_code=remote)
+            backbone = self._load_backbone(path, remote)
         self.encoder = TextEncoder(
             backbone, self.settings.pooling, self.settings.normalize, self.settings.truncate_dim
         ).to(self.device)
@@ -265,6 +265,10 @@ class Embedder:
         self.close()
 
     # ------------------------------------------------------------------ internals
+    def _load_backbone(self, path: Any, trust_remote_code: bool) -> torch.nn.Module:
+        """The torch backbone of ``path`` (a subclass may build it from the config and load weights itself)."""
+        return load_backbone(path, dtype=self.dtype, trust_remote_code=trust_remote_code)
+
     def _encode_parallel(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         """Split ``texts`` into contiguous chunks, one per device worker; errors and crashes propagate."""
         if self._pool is None:

@@ -15,6 +15,7 @@ from flagembed.inference.compat.rerankers import (
     LayerWiseFlagLLMReranker,
     LightWeightFlagLLMReranker,
 )
+from flagembed.inference.compat.visual import Visualized_BGE
 
 __all__ = [
     "BGEM3FlagModel",
@@ -25,4 +26,5 @@ __all__ = [
     "FlagReranker",
     "LayerWiseFlagLLMReranker",
     "LightWeightFlagLLMReranker",
+    "Visualized_BGE",
 ]
