@@ -1,7 +1,7 @@
 """Fit the sigmoid ``scale``/``bias`` of a reranker on held-out labelled pairs (Platt scaling).
 
-The fit minimises the log loss of ``sigmoid(scale * score + bias)`` against 0/1 labels by Newton's method
-(float64, a tiny ridge on ``scale`` so perfectly separated pairs still give a finite answer). The resulting
+The fit minimises the log loss of ``sigmoid(scale * score + bias)`` against Platt's smoothed 0/1 targets by
+damped Newton steps (float64), so perfectly separated pairs still give a finite answer. The resulting
 probability is calibrated *for the label mix it was fitted on*: held-out training groups have one positive
 per several hard negatives, so ``p = 0.5`` means "as likely relevant as not among candidates like these".
 """
@@ -19,11 +19,14 @@ from flagembed._io import save_json
 from flagembed.inference.calibration import CALIBRATION_FILE
 
 
-def fit_sigmoid(scores: Sequence[float], labels: Sequence[int], ridge: float = 1e-4) -> tuple[float, float]:
-    """``(scale, bias)`` minimising the mean log loss of ``sigmoid(scale * s + bias)``.
+def fit_sigmoid(scores: Sequence[float], labels: Sequence[int], ridge: float = 1e-6) -> tuple[float, float]:
+    """``(scale, bias)`` minimising the log loss of ``sigmoid(scale * s + bias)`` (Platt scaling).
+
+    Targets are Platt's smoothed labels ``(n+ + 1) / (n+ + 2)`` and ``1 / (n- + 2)``, so perfectly separated
+    scores still give a finite fit; Newton steps are halved until the loss decreases.
 
     Raises:
-        ValueError: lengths differ, labels are not 0/1, or only one class is present.
+        ValueError: lengths differ, labels are not 0/1, only one class is present, or a score is not finite.
     """
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
@@ -35,16 +38,30 @@ def fit_sigmoid(scores: Sequence[float], labels: Sequence[int], ridge: float = 1
         raise ValueError("calibration needs both relevant (1) and non-relevant (0) pairs")
     if not np.isfinite(s).all():
         raise ValueError("calibration scores must be finite")
+    n_pos = y.sum()
+    target = np.where(y > 0, (n_pos + 1) / (n_pos + 2), 1 / (len(y) - n_pos + 2))
     x = np.stack([s, np.ones_like(s)], axis=1)
-    w = np.array([1.0, 0.0])
     reg = np.diag([ridge, 0.0])
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        grad = x.T @ (p - y) / len(y) + reg @ w
+
+    def objective(w: np.ndarray) -> float:
+        z = x @ w
+        return float(np.mean(np.logaddexp(0, z) - target * z) + 0.5 * w @ reg @ w)
+
+    w = np.array([1.0, 0.0])
+    value = objective(w)
+    for _ in range(200):
+        p = 0.5 * (1 + np.tanh(0.5 * (x @ w)))  # overflow-free sigmoid
+        grad = x.T @ (p - target) / len(y) + reg @ w
         hess = (x * (p * (1 - p))[:, None]).T @ x / len(y) + reg + 1e-12 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        w = w - step
-        if np.abs(step).max() < 1e-10:
+        t = 1.0
+        while t > 1e-8 and objective(w - t * step) > value:
+            t *= 0.5
+        new = w - t * step
+        new_value = objective(new)
+        done = abs(value - new_value) < 1e-14 or np.abs(t * step).max() < 1e-10
+        w, value = new, min(value, new_value)
+        if done:
             break
     return float(w[0]), float(w[1])
 
