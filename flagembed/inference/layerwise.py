@@ -119,7 +119,7 @@ class LayerwiseReranker(LLMReranker):
         scores = self._score_matrix(
             sentence_pairs, step, prompt, batch_size, max_length, query_max_length, show_progress, width=len(layers)
         )
-        out = self._shape(scores, normalize)
+        out = self._shape(scores, normalize, layers)
         return out[0] if len(out) == 1 else out
 
     def _layer_step(self, batch: Batch, tokens: PairTokens, layers: list[int]) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 
 from flagembed.engine import Batch, EngineConfig, resolve_device, resolve_dtype, run_batches
 from flagembed.engine.devices import DeviceLike, DType
+from flagembed.inference.calibration import load_calibration
 from flagembed.inference.inputs import apply_instruction
 from flagembed.inference.pair_inputs import DEFAULT_LLM_PROMPT, PairTokens, llm_pairs
 from flagembed.inference.reranker import (
@@ -129,6 +130,7 @@ class LLMReranker:
         self.max_tokens_per_batch = max_tokens_per_batch
         self.show_progress = show_progress
         self.last_truncated = 0
+        self.calibration = load_calibration(self.path)  # normalize=True uses its fitted sigmoid when present
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -247,9 +249,15 @@ class LLMReranker:
         self.model.to(target)
         self.dtype = target
 
-    def _shape(self, scores: np.ndarray, normalize: bool | None) -> list[list[float]]:
+    def _shape(
+        self, scores: np.ndarray, normalize: bool | None, layers: Sequence[int] | None = None
+    ) -> list[list[float]]:
         if self.normalize if normalize is None else normalize:
-            scores = sigmoid(scores)
+            if self.calibration is None:
+                scores = sigmoid(scores)
+            else:
+                cols = layers if layers is not None else [None] * scores.shape[1]
+                scores = np.stack([self.calibration.probabilities(scores[:, j], k) for j, k in enumerate(cols)], 1)
         return [[float(s) for s in scores[:, j]] for j in range(scores.shape[1])]
 
 

@@ -13,6 +13,7 @@ import torch
 
 from flagembed.engine import EngineConfig, resolve_device, resolve_dtype, run_batches
 from flagembed.engine.devices import DeviceLike, DType
+from flagembed.inference.calibration import load_calibration
 from flagembed.inference.inputs import apply_instruction, check_unicode, corpus_text
 from flagembed.inference.pair_inputs import PairTokens, cross_encoder_pairs, pair_template
 from flagembed.models import load_tokenizer, open_checkpoint
@@ -187,6 +188,7 @@ class Reranker:
         self.max_tokens_per_batch = max_tokens_per_batch
         self.show_progress = show_progress
         self.last_truncated = 0
+        self.calibration = load_calibration(self.path)  # normalize=True uses its fitted sigmoid when present
         tpl = pair_template(self.tokenizer)
         self._types = (tpl.first_type, tpl.second_type) if (tpl.first_type, tpl.second_type) != (0, 0) else None
 
@@ -224,7 +226,8 @@ class Reranker:
         query_max_length: int | None = None,
         show_progress: bool | None = None,
     ) -> list[float]:
-        """Relevance score per ``(query, passage)`` pair: raw logits, or sigmoid-ed with ``normalize=True``.
+        """Relevance score per ``(query, passage)`` pair: raw logits, or sigmoid-ed with ``normalize=True``
+        (the folder's fitted ``reranker_calibration.json`` sigmoid when it has one).
 
         A single pair still returns a one-element list (as the reference does).
 
@@ -256,7 +259,7 @@ class Reranker:
                 desc="Reranking",
             )
         if self.normalize if normalize is None else normalize:
-            scores = sigmoid(scores)
+            scores = self.calibration.probabilities(scores) if self.calibration else sigmoid(scores)
         return [float(s) for s in scores]
 
     def rerank(
