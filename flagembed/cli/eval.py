@@ -45,6 +45,9 @@ def retrieval(
     ignore_identical_ids: bool = typer.Option(False, "--ignore-identical-ids", help="Drop hits with id == query id."),
     batch_size: int = typer.Option(256, help="Texts per batch."),
     plot: bool = typer.Option(False, "--plot", help="Also write recall@k curves as a PNG."),
+    store: Optional[str] = typer.Option(
+        None, "--store", help="Search Milvus instead of in-process indexes: file.db[#name] or milvus://host:port/name."
+    ),
     device: Device = None,
     dtype: DType = "auto",
     trust_remote_code: TrustRemoteCode = False,
@@ -70,6 +73,7 @@ def retrieval(
             plot=plot,
             embedder_kwargs=model_kwargs(device, dtype, trust_remote_code, batch_size=batch_size),
             reranker_kwargs=model_kwargs(device, dtype, trust_remote_code),
+            store=store,
         )
     except _ERRORS as exc:
         fail(str(exc))

@@ -85,6 +85,7 @@ def retrieval_job(
     plot: bool = False,
     embedder_kwargs: dict[str, Any] | None = None,
     reranker_kwargs: dict[str, Any] | None = None,
+    store: str | None = None,
 ) -> list[EvalResult]:
     """Evaluate ``model`` (and optionally ``rerank``) on a retrieval folder; write JSON, markdown (and a PNG).
 
@@ -95,6 +96,10 @@ def retrieval_job(
     """
     check_retrieval_args(modes, k_values, search_top_k, rerank_top_k if rerank else None)
     check_output_dir(output)
+    if store is not None:
+        from flagembed.index.milvus import parse_store
+
+        parse_store(store)  # a malformed store fails before the model loads
     dataset = load_retrieval(data, split)
     needs_m3 = any(m != "dense" and m not in LEXICAL for m in modes)  # BM25 works with any embedder
     embedder = load_embedder(model, m3=True if needs_m3 else None, **(embedder_kwargs or {}))
@@ -111,6 +116,7 @@ def retrieval_job(
         cache_dir=cache_dir if cache_dir is not None else Path(output) / "embedding_cache",
         model_name=model_label(model),
         reranker_name=model_label(rerank) if rerank else None,
+        store=store,
     )
     for r in results:
         write_result(r, output, search_results=True)

@@ -24,7 +24,7 @@ from flagembed.engine.backends import (
 )
 from flagembed.engine.devices import DeviceLike, DType, resolve_devices
 from flagembed.engine.pipeline import run_pipelined
-from flagembed.engine.pool import WorkerPool, concat_results
+from flagembed.engine.pool import WorkerPool, WorkerPoolError, concat_results
 from flagembed.inference.inputs import apply_instruction, as_corpus_list, as_text_list
 from flagembed.inference.quantize import Precision, quantize
 from flagembed.models import (
@@ -271,12 +271,20 @@ class Embedder:
 
     def _encode_parallel(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         """Split ``texts`` into contiguous chunks, one per device worker; errors and crashes propagate."""
+        parts = self._map_workers("_encode_chunk", texts, **kwargs)
+        self.last_truncated = sum(n for _, n in parts)
+        return concat_results([emb for emb, _ in parts])
+
+    def _map_workers(self, method: Any, items: list[Any], **kwargs: Any) -> list[Any]:
+        """``WorkerPool.map`` on the per-device workers (started on first use, restarted after a worker died)."""
         if self._pool is None:
             self._pool = WorkerPool(self._pool_factory, [str(d) for d in self.devices])
             weakref.finalize(self, self._pool.close)
-        parts = self._pool.map("_encode_chunk", texts, **kwargs)
-        self.last_truncated = sum(n for _, n in parts)
-        return concat_results([emb for emb, _ in parts])
+        try:
+            return self._pool.map(method, items, **kwargs)
+        except WorkerPoolError:
+            self._pool = None  # the pool shut itself down; the next call starts fresh workers
+            raise
 
     def _encode_chunk(self, texts: list[str], **kwargs: Any) -> tuple[np.ndarray, int]:
         """Worker side of :meth:`_encode_parallel`: embeddings plus the truncation count."""
