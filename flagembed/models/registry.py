@@ -189,6 +189,58 @@ MODELS: tuple[ModelSpec, ...] = (
         )
         for size, dim in (("0.6B", 1024), ("4B", 2560), ("8B", 4096))
     ),
+    # decoder-only embedders of FlagEmbedding's auto table (model_mapping.py), with its query formats
+    ModelSpec(
+        name="BAAI/bge-reasoner-embed-qwen3-8b-0923",
+        kind="llm_embedder",
+        pooling="last_token",
+        query_instruction_format="Instruct: {}\nQuery: {}",
+        dim=4096,
+        dtype="bf16",
+    ),
+    ModelSpec(
+        name="BAAI/bge-code-v1",
+        kind="llm_embedder",
+        pooling="last_token",
+        query_instruction_format="<instruct>{}\n<query>{}",
+        dim=1536,
+        dtype="bf16",
+        needs_remote_code=True,
+        languages=("multilingual",),
+    ),
+    *(
+        ModelSpec(
+            name=f"Alibaba-NLP/{name}",
+            kind="llm_embedder",
+            pooling="last_token",
+            query_instruction_format="Instruct: {}\nQuery: {}",
+            dim=dim,
+            max_length=8192,
+            dtype="bf16",
+            needs_remote_code=True,
+            languages=("multilingual",),
+        )
+        for name, dim in (
+            ("gte-Qwen2-7B-instruct", 3584),
+            ("gte-Qwen2-1.5B-instruct", 1536),
+            ("gte-Qwen1.5-7B-instruct", 4096),
+        )
+    ),
+    *(
+        ModelSpec(
+            name=name,
+            kind="llm_embedder",
+            pooling="last_token",
+            query_instruction_format="Instruct: {}\nQuery: {}",
+            dim=4096,
+            max_length=4096,
+        )
+        for name in (
+            "Salesforce/SFR-Embedding-2_R",
+            "Salesforce/SFR-Embedding-Mistral",
+            "Linq-AI-Research/Linq-Embed-Mistral",
+        )
+    ),
     ModelSpec(
         name="maidalun1020/bce-embedding-base_v1",
         kind="embedder",
