@@ -34,6 +34,7 @@ from flagembed.models import (
     load_tokenizer,
     open_checkpoint,
     resolve_settings,
+    task_instructions,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Embedder:
 
     Settings come from, in order: the arguments, the checkpoint's sentence-transformers config,
     flagembed's model registry, and defaults (CLS pooling, L2 normalization, 512 tokens).
+    ``task`` (``qa``, ``convsearch``, ``chat``, ``lrlm``, ``icl``, ``tool``) picks LLM-Embedder's query and
+    passage instructions for that task (``flagembed.models.TASKS``).
 
     Example:
         >>> emb = Embedder("all-MiniLM-L6-v2")
@@ -82,6 +85,7 @@ class Embedder:
         quantize: Literal["int8"] | None = None,
         num_threads: int | None = None,
         pad_to_multiple_of: int | None = None,
+        task: str | None = None,
     ) -> None:
         _check_backend(backend, quantize)
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
@@ -96,6 +100,11 @@ class Embedder:
         )
         path, remote = ckpt.path, ckpt.trust_remote_code
         self.trust_remote_code: bool = remote  # whether the checkpoint's own code was allowed to run
+        self.task = task  # LLM-Embedder task: its query and passage instructions (explicit ones win)
+        if task is not None:
+            task_query, task_passage = task_instructions(model_name_or_path, task)
+            query_instruction = task_query if query_instruction is None else query_instruction
+            passage_instruction = task_passage if passage_instruction is None else passage_instruction
         self.settings: EncoderSettings = resolve_settings(
             model_name_or_path,
             path,
