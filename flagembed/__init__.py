@@ -5,8 +5,11 @@ from flagembed.inference import (
     Embedder,
     FlagAutoModel,
     FlagAutoReranker,
+    FlagICLModel,
+    FlagLLMModel,
     FlagLLMReranker,
     FlagModel,
+    FlagPseudoMoEModel,
     FlagReranker,
     LayerWiseFlagLLMReranker,
     LayerwiseReranker,
@@ -35,6 +38,7 @@ __all__ = [
     "lookup",
     "quantize",
 ]
+__all__ += ["FlagICLModel", "FlagLLMModel", "FlagPseudoMoEModel"]  # decoder-only embedders
 __all__ += [  # rerankers
     "FlagAutoReranker",
     "FlagLLMReranker",

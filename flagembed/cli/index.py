@@ -27,6 +27,9 @@ def build(
     modes: Optional[str] = typer.Option(None, help="dense,sparse,colbert,bm25 (default: the model's modes, no bm25)."),
     dense_kind: str = typer.Option("flat", help="flat (exact), hnsw or ivfpq."),
     batch_size: int = typer.Option(256, help="Items per batch."),
+    task: Optional[str] = typer.Option(
+        None, help="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool (its query and passage instructions)."
+    ),
     device: Device = None,
     dtype: DType = "auto",
     progress: Optional[bool] = typer.Option(
@@ -45,6 +48,7 @@ def build(
         searcher = build_index(
             model, corpus, out, modes=modes, dense_kind=dense_kind, show_progress=progress,
             batch_size=batch_size, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+            **({"task": task} if task else {}),
         )  # fmt: skip
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))

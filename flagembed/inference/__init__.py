@@ -4,8 +4,11 @@ from flagembed.inference.compat import (
     BGEM3FlagModel,
     FlagAutoModel,
     FlagAutoReranker,
+    FlagICLModel,
+    FlagLLMModel,
     FlagLLMReranker,
     FlagModel,
+    FlagPseudoMoEModel,
     FlagReranker,
     LayerWiseFlagLLMReranker,
     LightWeightFlagLLMReranker,
@@ -22,6 +25,7 @@ from flagembed.inference.reranker import Reranker, RerankResult
 from flagembed.inference.visual import ImageBatchError, VisualEmbedder
 
 __all__ = ["BGEM3FlagModel", "Embedder", "FlagAutoModel", "FlagModel", "M3Embedder", "M3Output", "quantize"]
+__all__ += ["FlagICLModel", "FlagLLMModel", "FlagPseudoMoEModel"]  # decoder-only
 __all__ += [  # rerankers
     "FlagAutoReranker",
     "FlagLLMReranker",
