@@ -115,7 +115,7 @@ class LLMReranker:
         )
         self.path, remote = ckpt.path, ckpt.trust_remote_code
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device, preferred=_preferred_half(self.device))
+        self.dtype = resolve_dtype(dtype, self.device, preferred=_preferred_half(self.device), cpu_bf16=True)
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)
         self.model = load_causal_lm(self.path, self.dtype, remote, peft_path, model_name_or_path).to(self.device)
         self.yes_id = yes_token_id(self.tokenizer)
