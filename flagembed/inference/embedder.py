@@ -124,7 +124,7 @@ class Embedder:
         self.device = self.devices[0]
         if backend != "torch" and (len(self.devices) > 1 or self.device.type != "cpu"):
             raise ValueError(f"backend={backend!r} runs on one CPU device; got {[str(d) for d in self.devices]}")
-        self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
+        self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16", cpu_bf16=True)
         self.tokenizer = load_tokenizer(path, trust_remote_code=remote)
         if is_export_folder(path):  # written by `flagembed export --out`: graph + config, no torch weights
             backbone = export_backbone(path, backend, trust_remote_code=remote)

@@ -120,7 +120,7 @@ class LLMReranker:
         self.path, remote = ckpt.path, ckpt.trust_remote_code
         self.devices = resolve_devices(device)  # several devices: one worker process each (see compute_score)
         self.device = self.devices[0]
-        self.dtype = resolve_dtype(dtype, self.device, preferred=_preferred_half(self.device))
+        self.dtype = resolve_dtype(dtype, self.device, preferred=_preferred_half(self.device), cpu_bf16=True)
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)
         self.model = load_causal_lm(self.path, self.dtype, remote, peft_path, model_name_or_path).to(self.device)
         self.yes_id = yes_token_id(self.tokenizer)

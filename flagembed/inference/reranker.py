@@ -167,7 +167,7 @@ class Reranker:
         self.path, spec, remote = ckpt.path, ckpt.spec, ckpt.trust_remote_code
         self.devices = resolve_devices(device)  # several devices: one worker process each (see compute_score)
         self.device = self.devices[0]
-        self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
+        self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16", cpu_bf16=True)
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)
         self.model, info = from_pretrained(
             AutoModelForSequenceClassification,

@@ -23,7 +23,16 @@ def _dtype(use_fp16: bool, use_bf16: bool, devices: Any = None) -> str:
     return "bf16" if use_bf16 else ("fp16" if use_fp16 else "fp32")
 
 
-_PASSTHROUGH = ("revision", "token", "local_files_only", "max_tokens_per_batch", "pad_to_multiple_of")
+# ``dtype`` (flagembed's own spelling) overrides the reference's use_fp16/use_bf16 flags, e.g. dtype="bf16" on CPU
+_PASSTHROUGH = (
+    "revision",
+    "token",
+    "local_files_only",
+    "max_tokens_per_batch",
+    "pad_to_multiple_of",
+    "dtype",
+    "num_threads",
+)
 
 
 def _reference_embedder_args(
