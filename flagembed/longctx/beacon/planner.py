@@ -118,7 +118,10 @@ class BeaconSettings:
             values["max_position"] = int(config.max_position_embeddings * _rope_factor(config))
         if isinstance(values.get("ratio"), int):
             values["ratio"] = (values["ratio"],)
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "stride" not in given and ("window" in given or "stride" not in values):
+            given["stride"] = given.get("window", values.get("window", cls.window))
+        values.update(given)
         return cls(**values)
 
 
