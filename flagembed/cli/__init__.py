@@ -67,6 +67,9 @@ app.command("export")(_export.export)
 from flagembed.cli import longctx as _longctx  # noqa: E402
 
 app.add_typer(_longctx.longctx_app, name="longctx")
+from flagembed.cli import beacon as _beacon  # noqa: E402
+
+app.add_typer(_beacon.beacon_app, name="beacon")
 
 
 class Interrupted(BaseException):
