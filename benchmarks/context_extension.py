@@ -72,8 +72,8 @@ def pretrain(model, tokenizer, docs: list[str], steps: int, batch: int, lr: floa
 
     g = torch.Generator().manual_seed(seed)
     lm_rows = pack_texts(tokenizer, docs, 256)
-    n_pk = min(steps * (batch // 2), 3000)  # cycled when more steps are asked for
-    pk_rows, _ = build_rows(tokenizer, synthetic_rows(tokenizer, n_pk, [96, 128, 160, 192, 216, 236], seed=seed), 256)
+    n_pk = min(steps * (batch // 2), 1500)  # cycled when more steps are asked for
+    pk_rows, _ = build_rows(tokenizer, synthetic_rows(tokenizer, n_pk, [128, 160, 192, 216, 236], seed=seed), 256)
     collate = PadCollator(tokenizer.pad_token_id)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(
@@ -114,6 +114,13 @@ def main() -> None:
     ap.add_argument("--rope-theta", type=float, default=160000.0, help="Extended RoPE base (original 10,000).")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--vocab", type=int, default=2048)
+    ap.add_argument("--pretrain-batch", type=int, default=16)
+    ap.add_argument("--extend-batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=3e-3, help="Pre-training learning rate.")
+    ap.add_argument("--samples", type=int, default=None, help="Passkey prompts per (length, depth) cell.")
+    ap.add_argument("--test-texts", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "out" / "context_extension"))
     args = ap.parse_args()
@@ -130,15 +137,15 @@ def main() -> None:
     pre_steps = args.pretrain_steps or (30 if quick else 1200)
     ext_steps = args.extend_steps or (6 if quick else 200)
     n_docs = 600 if quick else 5183
-    samples = 1 if quick else 4
+    samples = args.samples or (1 if quick else 4)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     docs = scifact_docs(n_docs)
     test_docs, train_docs = docs[:300], docs[300:]
-    tok = train_tokenizer(train_docs, 2048)
-    test_texts = long_texts(tok, test_docs, 1100)[: 8 if quick else 24]
-    heads = max(2, args.hidden // 32)
+    tok = train_tokenizer(train_docs, args.vocab)
+    test_texts = long_texts(tok, test_docs, 1100)[: args.test_texts or (8 if quick else 24)]
+    heads = args.heads
     kw = dict(vocab_size=len(tok), hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=heads,
               num_key_value_heads=heads, intermediate_size=3 * args.hidden, max_position_embeddings=256,
               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
@@ -147,18 +154,21 @@ def main() -> None:
         "rope_theta": 10000.0}
     model = AutoModelForCausalLM.from_config(LlamaConfig(**kw, **rope))
     n_params = sum(p.numel() for p in model.parameters())
-    losses = pretrain(model, tok, train_docs, pre_steps, 16, 3e-3, seed=0)
+    losses = pretrain(model, tok, train_docs, pre_steps, args.pretrain_batch, args.lr, seed=0)
     t_pre = time.perf_counter() - t0
+    print(f"pretrained {pre_steps} steps in {t_pre:.0f} s, last loss {sum(losses[-20:]) / 20:.3f}", flush=True)
     orig_dir = out / "original"
     model.save_pretrained(orig_dir)
     tok.save_pretrained(orig_dir)
     results = {"original": evaluate(model, tok, test_texts, samples)}
+    print(f"original {results['original']} ({time.perf_counter() - t0:.0f} s)", flush=True)
     rope_model, _ = load_causal_lm(orig_dir, rope={"theta": args.rope_theta})
     results["rope-only"] = evaluate(rope_model, tok, test_texts, samples)
     # the extension data: 1,024-token SciFact texts and passkey conversations of 256..1,024 tokens
     long_train = long_texts(tok, train_docs, 1030)
-    pk = synthetic_rows(tok, ext_steps * 2, [256, 512, 768, 1000], seed=1)
-    rows = [{"text": t} for t in long_train[: ext_steps * 2]] + pk
+    n_rows = ext_steps * args.extend_batch // 2 + 1
+    pk = synthetic_rows(tok, n_rows, [256, 512, 768, 1000], seed=1)
+    rows = [{"text": t} for t in long_train[:n_rows]] + pk
     data = out / "extend_data.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     n_examples = len(build_rows(tok, rows, 1024)[0])
@@ -166,8 +176,8 @@ def main() -> None:
     summary = extend(ExtendConfig(
         model=str(orig_dir), data=[str(data)], output_dir=str(out / "run"), max_length=1024,
         rope_theta=args.rope_theta, lora_rank=16, lora_alpha=32, learning_rate=2e-3, max_steps=ext_steps,
-        batch_size=4, warmup_ratio=0.05, chunk_size=1024, gradient_checkpointing=False, logging_steps=10,
-        merge=True, extra={"save_strategy": "no"},
+        batch_size=args.extend_batch, warmup_ratio=0.05, chunk_size=1024, gradient_checkpointing=False,
+        logging_steps=10, merge=True, extra={"save_strategy": "no"},
     ))
     t_ext = time.perf_counter() - t1
     merged = AutoModelForCausalLM.from_pretrained(summary["merged"])
@@ -185,7 +195,8 @@ def main() -> None:
     for name, ok in targets.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     sizes = {"params": n_params, "hidden": args.hidden, "layers": args.layers, "vocab": len(tok),
-             "pretrain_steps": pre_steps, "pretrain_batch": 16, "extend_steps": ext_steps, "extend_batch": 4,
+             "pretrain_steps": pre_steps, "pretrain_batch": args.pretrain_batch, "extend_steps": ext_steps,
+             "extend_batch": args.extend_batch, "heads": heads, "pretrain_lr": args.lr,
              "extend_examples": n_examples, "rope_theta": args.rope_theta, "test_texts": len(test_texts),
              "passkey_samples_per_cell": samples}
     print(f"\nsizes {sizes}\npretrain {t_pre:.0f} s (final loss {sum(losses[-20:]) / 20:.3f}), extend {t_ext:.0f} s, "
