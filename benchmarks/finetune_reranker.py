@@ -48,16 +48,16 @@ def write_beir(folder: Path, corpus: dict, queries: dict, qids: list[str], qrels
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default=str(ROOT / "out" / "finetune_reranker"))
-    ap.add_argument("--query-max-len", type=int, default=64)
-    ap.add_argument("--passage-max-len", type=int, default=192)
-    ap.add_argument("--group-size", type=int, default=8)
+    ap.add_argument("--query-max-len", type=int, default=32)
+    ap.add_argument("--passage-max-len", type=int, default=128)
+    ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=8, help="queries per step (x group size pairs)")
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-steps", type=int, default=-1)
-    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--lr", type=float, default=6e-5)
     ap.add_argument("--range-for-sampling", default="3-103", help="MiniLM ranks the negatives are drawn from")
     ap.add_argument("--calibration-ratio", type=float, default=0.1)
-    ap.add_argument("--n-dev", type=int, default=100, help="dev claims evaluated (of the 100 held out)")
+    ap.add_argument("--n-dev", type=int, default=40, help="dev claims evaluated (of the 100 held out)")
     args = ap.parse_args()
 
     from flagembed.evaluate.cache import EmbeddingCache
