@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--range-for-sampling", default="3-103", help="MiniLM ranks the negatives are drawn from")
     ap.add_argument("--calibration-ratio", type=float, default=0.1)
     ap.add_argument("--n-dev", type=int, default=40, help="dev claims evaluated (of the 100 held out)")
+    ap.add_argument("--n-train", type=int, default=0, help="train claims used (0: all 709)")
+    ap.add_argument("--corpus-size", type=int, default=0, help="sub-corpus size (0: the full 5,183 docs)")
     args = ap.parse_args()
 
     from flagembed.evaluate.cache import EmbeddingCache
@@ -77,6 +79,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     train, dev, corpus, queries, qrels = load_split()
     dev = dev[: args.n_dev]
+    train = train[: args.n_train] if args.n_train else train
+    if args.corpus_size:  # a sub-corpus for a loaded machine: every judged doc of the used claims + random others
+        keep = {d for q in train + dev for d in qrels[q]}
+        rest = [d for d in corpus if d not in keep]
+        extra = np.random.default_rng(1).permutation(len(rest))[: max(0, args.corpus_size - len(keep))]
+        keep |= {rest[i] for i in extra}
+        corpus = {d: t for d, t in corpus.items() if d in keep}
     cids = list(corpus)
     times: dict[str, float] = {}
 
@@ -166,17 +175,18 @@ def main() -> None:
     ce = CrossEncoder(str(model_dir), device="cpu", max_length=512)
     st_diff = float(np.abs(ce.predict(pairs, convert_to_numpy=True) - ours).max())
 
+    print(f"train claims {len(train)}, dev claims {len(dev)}, corpus {len(corpus)} docs", flush=True)
     rows = [
         ["all-MiniLM-L6-v2 retrieval", f"{before * 100:.2f}", "-"],
         ["+ rerank top-100 (fine-tuned MiniLM cross-encoder)", f"{after * 100:.2f}", f"{(after - before) * 100:+.2f}"],
         ["+ rerank with KD from a teacher", "n/a", "no teacher reranker available offline"],
     ]
-    print_table(["dev nDCG@10 (100 SciFact-train claims)", "nDCG@10", "gain (pts)"], rows)
+    print_table([f"dev nDCG@10 ({len(dev)} held-out SciFact-train claims)", "nDCG@10", "gain (pts)"], rows)
     print(f"CrossEncoder vs flagembed max |diff|: {st_diff:.2e}; calibration: {result.calibration}; timings: {times}")
     path = write_json(
         "finetune_reranker",
         {
-            "split": {"train": len(train), "dev": len(dev), "corpus": len(cids), "seed": 0},
+            "split": {"train": len(train), "dev": len(dev), "corpus": len(corpus), "seed": 0},
             "config": vars(args),
             "ndcg_at_10": {"retrieval": before, "reranked": after, "gain_points": (after - before) * 100},
             "train": {"steps": result.global_step, "loss": result.train_loss, "history": result.loss_history},
