@@ -26,13 +26,13 @@ OV_INT8_OPTIONS: dict[str, Any] = {
     "model_type": "transformer",
     "preset": "performance",
     "calibration": "bundled-scifact",
-    "calibration_texts": 300,
+    "calibration_texts": 128,
     "calibration_batch": 8,
     "max_length": 256,
 }
 
 
-def bundled_calibration_texts(n: int = 300) -> list[str]:
+def bundled_calibration_texts(n: int = 128) -> list[str]:
     """The first ``n`` bundled SciFact abstracts (title + text), the default calibration sample."""
     lines = resources.files("flagembed").joinpath("data/scifact_sample.jsonl").read_text(encoding="utf-8")
     docs = [json.loads(x) for x in lines.splitlines() if x.strip()][:n]
