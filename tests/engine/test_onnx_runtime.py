@@ -92,7 +92,9 @@ def test_openvino_backend_on_the_same_export(cache: object, tiny_bert: Path) -> 
 
 
 @pytest.mark.slow
-def test_openvino_static_int8_export_folder(cache: object, tiny_bert: Path, tmp_path: Path) -> None:
+def test_openvino_static_int8_export_folder(
+    cache: object, tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """NNCF static int8: an OpenVINO IR, close to fp32, cached, and refused by onnxruntime."""
     pytest.importorskip("nncf")
     from flagembed.engine.backends import export_onnx, load_runner
@@ -100,6 +102,7 @@ def test_openvino_static_int8_export_folder(cache: object, tiny_bert: Path, tmp_
     texts = ["the cell", "a protein of the brain in mouse and human", "what is the risk of cancer"] * 4
     calib = [f"calibration text {i} about cells, proteins and risk" for i in range(24)]
     out = export_onnx(tiny_bert, out=tmp_path / "ov8", quantize="int8", runtime="openvino", calibration_texts=calib)
+    assert capsys.readouterr().out == ""  # NNCF's progress bars do not reach the user's stdout
     assert out.model_file.name == "model_int8.xml" and (out.path / "model_int8.bin").is_file()
     assert out.manifest["options"]["quantization"]["method"] == "nncf-static"
     assert not (out.path / "model.onnx").exists()  # the fp32 scratch graph is not kept in the folder

@@ -8,6 +8,8 @@ measures activation ranges at run time. The calibration sample defaults to the b
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 from collections.abc import Sequence
@@ -86,14 +88,16 @@ def quantize_openvino_int8(
     nncf_log = logging.getLogger("nncf")
     level = nncf_log.level
     nncf_log.setLevel(logging.WARNING)  # NNCF reports every statistics pass at INFO
+    # NNCF draws rich progress bars on stdout (library code must not print): they go to a discarded buffer
     try:
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(batches),
-            model_type=nncf.ModelType.TRANSFORMER,
-            preset=nncf.QuantizationPreset.PERFORMANCE,
-            subset_size=len(batches),
-        )
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(batches),
+                model_type=nncf.ModelType.TRANSFORMER,
+                preset=nncf.QuantizationPreset.PERFORMANCE,
+                subset_size=len(batches),
+            )
     finally:
         nncf_log.setLevel(level)
     ov.save_model(quantized, str(dest_dir / OV_INT8_FILE), compress_to_fp16=False)
