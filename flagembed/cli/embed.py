@@ -37,7 +37,7 @@ def embed(
     backend: str = typer.Option(
         "torch", help="torch, onnx or openvino (a folder written by flagembed export --out runs with onnx)."
     ),
-    quantize: Optional[str] = typer.Option(None, help="int8: dynamic int8 quantization (with --backend onnx)."),
+    quantize: Optional[str] = typer.Option(None, help="int8: static int8 (--backend openvino) or dynamic (onnx)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
