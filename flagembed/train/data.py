@@ -21,6 +21,7 @@ import torch
 from flagembed._io import read_jsonl
 from flagembed.engine import pad_ids, tokenize
 from flagembed.train.config import DataArguments
+from flagembed.train.decoder import icl_queries
 
 logger = logging.getLogger(__name__)
 
@@ -280,8 +281,20 @@ class EmbedderTrainDataset(torch.utils.data.Dataset):
 class EmbedderCollator:
     """Tokenize queries and passages (truncating to the max lengths) and pad them into tensors."""
 
-    def __init__(self, tokenizer: Any, query_max_len: int, passage_max_len: int, pad_to_multiple_of: int | None = None):
+    def __init__(
+        self,
+        tokenizer: Any,
+        query_max_len: int,
+        passage_max_len: int,
+        pad_to_multiple_of: int | None = None,
+        append_eos: bool = False,
+        icl: dict[str, Any] | None = None,
+        seed: int = 42,
+    ):
         self.tokenizer = tokenizer
+        self.append_eos = append_eos  # decoder tokenizers that cannot add EOS themselves
+        self.icl = icl  # keyword arguments of train.decoder.icl_queries, or None
+        self.rng = np.random.default_rng(seed)
         self.query_max_len = query_max_len
         self.passage_max_len = passage_max_len
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -290,7 +303,11 @@ class EmbedderCollator:
         self.side = "left" if getattr(tokenizer, "padding_side", "right") == "left" else "right"
 
     def _encode(self, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
-        ids = tokenize(self.tokenizer, texts, max_len).ids
+        if self.append_eos:
+            eos = int(self.tokenizer.eos_token_id)
+            ids = [row + [eos] for row in tokenize(self.tokenizer, texts, max(max_len - 1, 1)).ids]
+        else:
+            ids = tokenize(self.tokenizer, texts, max_len).ids
         input_ids, mask = pad_ids(ids, self.pad_id, self.side, self.pad_to_multiple_of)  # type: ignore[arg-type]
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
 
@@ -308,8 +325,14 @@ class EmbedderCollator:
         teacher = None
         if all(x["teacher_scores"] is not None for x in items):
             teacher = torch.tensor([x["teacher_scores"] for x in items], dtype=torch.float32)
+        queries = [x["query"] for x in items]
+        if self.icl is not None:
+            positives = [x["passages"][0] for x in items]
+            queries = icl_queries(
+                queries, positives, self.tokenizer, self.rng, query_max_len=self.query_max_len, **self.icl
+            )
         return {
-            "queries": self._encode([x["query"] for x in items], self.query_max_len),
+            "queries": self._encode(queries, self.query_max_len),
             "passages": self._encode(passages, self.passage_max_len),
             "teacher_scores": teacher,
             "no_in_batch_neg": torch.tensor([bool(x["no_in_batch_neg"]) for x in items]),
