@@ -73,6 +73,10 @@ class DataArguments:
     icl_suffix_str: str = field(default="\n<response>", metadata={"help": "ICL: suffix after each query."})
     example_query_max_len: int = field(default=64, metadata={"help": "ICL: max tokens of an example query."})
     example_passage_max_len: int = field(default=96, metadata={"help": "ICL: max tokens of an example passage."})
+    task_instructions: bool = field(
+        default=False,
+        metadata={"help": "LLM-Embedder: prepend the record's task instructions (its 'task' field) to query and keys."},
+    )
     icl_query_reserve: int = field(
         default=512, metadata={"help": "ICL: tokens kept for the query; examples get query_max_len minus this."}
     )
@@ -93,6 +97,17 @@ class EmbedderTrainingArguments(TrainingArguments):
         metadata={"help": "Encode in sub-batches with a gradient cache: large batches in bounded memory."},
     )
     kd_loss_type: str = field(default="kl_div", metadata={"help": "kl_div or m3_kd_loss."})
+    loss_type: str = field(
+        default="embedder", metadata={"help": "embedder (BGE's losses) or llm_embedder (LLM-Embedder's method)."}
+    )
+    contrastive_weight: float = field(default=0.2, metadata={"help": "llm_embedder: weight of the InfoNCE term."})
+    distill_weight: float = field(default=1.0, metadata={"help": "llm_embedder: weight of the distillation term."})
+    teacher_temperature: float = field(default=1.0, metadata={"help": "llm_embedder: KL teacher temperature."})
+    student_temperature: float = field(default=1.0, metadata={"help": "llm_embedder: KL student temperature."})
+    stable_distill: bool = field(default=False, metadata={"help": "llm_embedder: stable-distillation sequence loss."})
+    use_train_config: bool = field(
+        default=False, metadata={"help": "llm_embedder: per-task loss settings by the record's 'task'."}
+    )
     use_mrl: bool = field(default=False, metadata={"help": "Matryoshka loss over mrl_dims."})
     mrl_dims: list[int] = field(default_factory=list, metadata={"help": "Matryoshka prefix dimensions."})
     loss_plot: bool = field(default=True, metadata={"help": "Save the loss curve as loss.png in output_dir."})
@@ -107,6 +122,8 @@ class EmbedderTrainingArguments(TrainingArguments):
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.kd_loss_type not in KD_LOSS_TYPES:
             raise ValueError(f"unknown kd_loss_type {self.kd_loss_type!r}; valid: {', '.join(KD_LOSS_TYPES)}")
+        if self.loss_type not in ("embedder", "llm_embedder"):
+            raise ValueError(f"unknown loss_type {self.loss_type!r}; valid: embedder, llm_embedder")
         if self.sentence_pooling_method is not None and self.sentence_pooling_method not in POOLING_CHOICES:
             raise ValueError(
                 f"unknown sentence_pooling_method {self.sentence_pooling_method!r}; valid: {', '.join(POOLING_CHOICES)}"

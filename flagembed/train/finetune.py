@@ -134,6 +134,7 @@ def build_trainer(
         append_eos=append_eos,
         icl=icl,
         seed=training_args.seed,
+        task_groups=training_args.loss_type == "llm_embedder" and training_args.use_train_config,
     )
     trained_max = base_max_length(settings.max_length, tokenizer, backbone.config)
     export = None
