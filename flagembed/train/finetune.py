@@ -18,6 +18,7 @@ from flagembed.models import (
 )
 from flagembed.train.config import DataArguments, EmbedderTrainingArguments, ModelArguments, check_data_args
 from flagembed.train.data import EmbedderCollator, EmbedderTrainDataset, load_train_files, merge_small_files
+from flagembed.train.decoder import is_decoder_only, prepare_decoder_tokenizer
 from flagembed.train.losses import world_size
 from flagembed.train.output_dir import check_output_dir, run_key, write_run_marker
 from flagembed.train.trainer import EmbedderTrainer, EpochCallback, LossCurveCallback
@@ -89,6 +90,14 @@ def build_trainer(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     backbone = load_backbone(path, trust_remote_code=model_args.trust_remote_code)
+    decoder = is_decoder_only(backbone.config)
+    append_eos = False
+    if decoder:  # as the reference: EOS-terminated texts, left padding, last-token pooling, LoRA by default
+        append_eos = not prepare_decoder_tokenizer(tokenizer)
+        if training_args.sentence_pooling_method is None and settings.pooling != "last_token":
+            settings = settings.with_overrides(pooling="last_token")
+    if model_args.use_lora is None:
+        model_args.use_lora = decoder
     if model_args.use_lora:
         backbone = _apply_lora(backbone, model_args)
         checkpointing = getattr(training_args, "activation_checkpointing", None)  # transformers 5 name
@@ -109,8 +118,23 @@ def build_trainer(
     if data_args.same_dataset_within_batch:
         training_args.per_device_train_batch_size = 1  # each item is a whole local batch
         training_args.dataloader_num_workers = 0
+    icl = None
+    if data_args.retrieval_use_examples:
+        icl = {
+            "example_query_max_len": data_args.example_query_max_len,
+            "example_passage_max_len": data_args.example_passage_max_len,
+            "suffix": data_args.icl_suffix_str,
+            "query_reserve": data_args.icl_query_reserve,
+        }
     collator = EmbedderCollator(
-        tokenizer, data_args.query_max_len, data_args.passage_max_len, data_args.pad_to_multiple_of
+        tokenizer,
+        data_args.query_max_len,
+        data_args.passage_max_len,
+        data_args.pad_to_multiple_of,
+        append_eos=append_eos,
+        icl=icl,
+        seed=training_args.seed,
+        task_groups=training_args.loss_type == "llm_embedder" and training_args.use_train_config,
     )
     trained_max = base_max_length(settings.max_length, tokenizer, backbone.config)
     export = None

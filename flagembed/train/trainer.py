@@ -21,6 +21,8 @@ from flagembed._io import save_json
 from flagembed.models import TextEncoder
 from flagembed.train.config import EmbedderTrainingArguments
 from flagembed.train.export import write_sentence_transformers_config
+from flagembed.train.llm_embedder import TaskTrainConfig, task_config
+from flagembed.train.llm_embedder_losses import llm_embedder_loss
 from flagembed.train.losses import embedder_loss
 from flagembed.train.modeling import embed_batch, grad_cache_step, split_batch
 
@@ -52,6 +54,23 @@ class EmbedderTrainer(Trainer):
     def embedding_loss(self, q: torch.Tensor, p: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
         """The configured loss of query/passage embeddings for this batch."""
         a = self.targs
+        if a.loss_type == "llm_embedder":
+            cfg = task_config(inputs.get("task")) if a.use_train_config else TaskTrainConfig()
+
+            def pick(value: float | None, default: float) -> float:
+                return default if value is None else value
+
+            return llm_embedder_loss(
+                q,
+                p,
+                temperature=a.temperature,
+                teacher_scores=inputs.get("teacher_scores"),
+                contrastive_weight=pick(cfg.contrastive_weight, a.contrastive_weight),
+                distill_weight=pick(cfg.distill_weight, a.distill_weight),
+                teacher_temperature=pick(cfg.teacher_temperature, a.teacher_temperature),
+                student_temperature=a.student_temperature,
+                stable_distill=cfg.stable_distill if a.use_train_config else a.stable_distill,
+            )
         return embedder_loss(
             q,
             p,
