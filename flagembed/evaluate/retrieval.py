@@ -176,14 +176,27 @@ def _store_runs(
             f"Milvus store {store} holds {len(searcher)} documents ({', '.join(searcher.modes)}), not this corpus's "
             f"{len(data.corpus)} ({', '.join(wanted)}): use another collection (file.db#name) or drop this one"
         )
+    dense_only = wanted == ["dense"]
+    q = c = None
+    if dense_only:  # through the embedding cache, like the in-process dense mode
+        q, c = encode_retrieval_data(model, data, cache=cache, show_progress=progress)
     if searcher is None:
         searcher = MilvusStore.create(store, model, modes=wanted)
-        searcher.add(data.doc_ids(), data.doc_texts(), show_progress=progress)
+        if dense_only:
+            searcher.add_encoded(data.doc_ids(), dense=c, docs=list(data.corpus.values()))
+        else:
+            searcher.add(data.doc_ids(), list(data.corpus.values()), show_progress=progress)
     try:
         depth = max(1, min(top_k + (1 if ignore_identical_ids else 0), len(data.corpus)))
+        texts = list(data.queries.values())
         runs: dict[str, Run] = {}
         for m in wanted:
-            hits = searcher.search(list(data.queries.values()), top_k=depth, modes=[m])
+            if dense_only:
+                from flagembed.inference import M3Output
+
+                hits = searcher.search_encoded(M3Output(dense=q), top_k=depth, modes=[m])
+            else:
+                hits = searcher.search(texts, top_k=depth, modes=[m])
             run: Run = {}
             for qid, ids, scores in zip(data.queries, hits.ids, hits.scores):
                 pairs = [(d, float(s)) for d, s in zip(ids, scores) if not (ignore_identical_ids and d == qid)]
