@@ -64,6 +64,9 @@ app.add_typer(_eval.eval_app, name="eval")
 from flagembed.cli import export as _export  # noqa: E402
 
 app.command("export")(_export.export)
+from flagembed.cli import pretrain as _pretrain  # noqa: E402
+
+app.add_typer(_pretrain.pretrain_app, name="pretrain")
 
 
 class Interrupted(BaseException):

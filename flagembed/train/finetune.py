@@ -191,6 +191,8 @@ def finetune_embedder(
         ValueError: bad arguments, a foreign non-empty ``output_dir``, or malformed training data.
     """
     check_data_args(data_args)
+    if resume_from_checkpoint and training_args.unified_finetuning:
+        raise ValueError("resume_from_checkpoint is not supported with unified_finetuning yet: start a new run")
     key = run_key(model_args.model_name_or_path, data_args.train_data)
     check_output_dir(
         training_args.output_dir,
