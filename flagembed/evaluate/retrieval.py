@@ -22,8 +22,9 @@ from flagembed.evaluate.report import EvalResult
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25"]
-MODES: tuple[str, ...] = ("dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25")
+Mode = Literal["dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25", "dense+sparse"]
+MODES: tuple[str, ...] = ("dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25", "dense+sparse")
+M3_FUSED = {"hybrid": ["dense", "sparse", "colbert"], "dense+sparse": ["dense", "sparse"]}  # M3 weighted fusions
 LEXICAL = ("bm25", "dense+bm25")  # any embedder: BM25 alone, or fused with the dense vectors
 Run = dict[str, dict[str, float]]
 
@@ -131,7 +132,7 @@ def _m3_searcher(model: Any, data: RetrievalData, modes: Sequence[str], progress
             f"modes {sorted(set(modes) - {'dense'})} need BGE-M3 outputs; got a {type(model).__name__} "
             "(use flagembed.inference.M3Embedder, or mode 'dense')"
         )
-    needed = {"dense", "sparse", "colbert"} if "hybrid" in modes else set(modes) & {"dense", "sparse", "colbert"}
+    needed = {part for m in modes for part in M3_FUSED.get(m, [m])} & {"dense", "sparse", "colbert"}
     order = [m for m in ("dense", "sparse", "colbert") if m in needed]
     return HybridSearcher.build(
         model, data.doc_texts(), data.doc_ids(), modes=order, show_progress=progress, store_docs=False
@@ -139,7 +140,7 @@ def _m3_searcher(model: Any, data: RetrievalData, modes: Sequence[str], progress
 
 
 def _m3_search(searcher: Any, mode: str, data: RetrievalData, top_k: int, ignore_identical_ids: bool) -> Run:
-    modes = ["dense", "sparse", "colbert"] if mode == "hybrid" else [mode]
+    modes = M3_FUSED.get(mode, [mode])
     depth = min(top_k + (1 if ignore_identical_ids else 0), len(data.corpus))
     hits = searcher.search(list(data.queries.values()), top_k=max(depth, 1), modes=modes)
     run: Run = {}

@@ -41,6 +41,7 @@ class ModelArguments:
     save_merged_lora_model: bool = field(
         default=True, metadata={"help": "With LoRA, also save the merged full model (loadable without peft)."}
     )
+    colbert_dim: int = field(default=-1, metadata={"help": "BGE-M3 ColBERT head size (<= 0: the hidden size)."})
 
 
 @dataclass
@@ -115,6 +116,16 @@ class EmbedderTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Train into a non-empty output_dir of another model or run (its checkpoint-* are removed)."},
     )
+    # BGE-M3 unified fine-tuning (train/m3.py): dense + sparse + ColBERT, optionally self-distilled
+    unified_finetuning: bool = field(default=False, metadata={"help": "Train BGE-M3's dense, sparse and ColBERT."})
+    use_self_distill: bool = field(default=False, metadata={"help": "Distil the three outputs from their ensemble."})
+    self_distill_start_step: int = field(
+        default=-1, metadata={"help": "Self-distillation once more than this many forward calls ran."}
+    )
+    fix_encoder: bool = field(default=False, metadata={"help": "Train only the sparse and ColBERT heads."})
+    sparse_flops_weight: float = field(
+        default=0.0, metadata={"help": "FLOPS sparsity regulariser weight on the lexical vectors (0: off)."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,8 +146,27 @@ class EmbedderTrainingArguments(TrainingArguments):
         for i, dim in enumerate(self.mrl_dims):
             if dim < 1:
                 raise ValueError(f"mrl_dims[{i}] must be >= 1, got {dim}")
+        check_m3_args(self)
         # the collator emits nested query/passage batches: never let the Trainer drop "unused" columns
         self.remove_unused_columns = False
+
+
+def check_m3_args(args: EmbedderTrainingArguments) -> None:
+    """Reject option combinations the unified (M3) fine-tuning cannot run.
+
+    Raises:
+        ValueError: M3-only options without ``unified_finetuning``, or an unsupported combination.
+    """
+    if not args.unified_finetuning:
+        if args.fix_encoder:
+            raise ValueError("fix_encoder trains only the M3 heads: it needs --unified_finetuning")
+        return
+    if args.use_mrl:
+        raise ValueError("use_mrl is not supported with unified_finetuning (as the reference)")
+    if args.sub_batch_size is not None:
+        raise ValueError("sub_batch_size (gradient cache) is not supported with unified_finetuning")
+    if args.sparse_flops_weight < 0:
+        raise ValueError(f"sparse_flops_weight must be >= 0, got {args.sparse_flops_weight}")
 
 
 def check_data_args(data: DataArguments) -> None:

@@ -105,6 +105,14 @@ def build_trainer(
             backbone.enable_input_require_grads()  # LoRA + checkpointing needs grads on the inputs
     backbone.train()
     encoder = TextEncoder(backbone, settings.pooling, settings.normalize)
+    model, loss_hook = backbone, None
+    if training_args.unified_finetuning:  # BGE-M3: backbone + sparse/ColBERT heads, the unified loss
+        if model_args.use_lora:
+            raise ValueError("use_lora is not supported with unified_finetuning")
+        from flagembed.train.m3 import M3Loss, build_m3_model
+
+        model = build_m3_model(encoder, path, tokenizer, model_args.colbert_dim, training_args.fix_encoder)
+        loss_hook = M3Loss(training_args)
     files = load_train_files(data_args.train_data, data_args)
     if data_args.same_dataset_within_batch:
         files = merge_small_files(files, data_args.small_threshold, data_args.drop_threshold)
@@ -142,7 +150,7 @@ def build_trainer(
         export = _export_settings(settings, encoder, data_args, trained_max)
     loss_curve = LossCurveCallback(plot=training_args.loss_plot)
     trainer = EmbedderTrainer(
-        model=backbone,
+        model=model,
         args=training_args,
         train_dataset=dataset,
         data_collator=collator,
@@ -150,6 +158,7 @@ def build_trainer(
         callbacks=[EpochCallback(dataset), loss_curve],
         encoder=encoder,
         export=export,
+        loss_hook=loss_hook,
     )
     trainer.loss_curve = loss_curve  # type: ignore[attr-defined]
     trainer.settings = settings  # type: ignore[attr-defined]
@@ -206,6 +215,8 @@ def finetune_embedder(
         ValueError: bad arguments, a foreign non-empty ``output_dir``, or malformed training data.
     """
     check_data_args(data_args)
+    if resume_from_checkpoint and training_args.unified_finetuning:
+        raise ValueError("resume_from_checkpoint is not supported with unified_finetuning yet: start a new run")
     key = run_key(model_args.model_name_or_path, data_args.train_data)
     check_output_dir(
         training_args.output_dir,

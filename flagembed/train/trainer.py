@@ -37,13 +37,23 @@ class EmbedderTrainer(Trainer):
             normalization are used, the forward pass goes through the Trainer's (wrapped) model.
         export: keyword arguments for :func:`write_sentence_transformers_config` (pooling,
             normalize, dim, max_seq_length, prompts), written with every saved model.
+        loss_hook: ``(model, inputs) -> (loss, outputs)`` replacing the dense loss (BGE-M3 unified
+            fine-tuning, ``train.m3.M3Loss``); ``None`` for the dense contrastive loss.
         Other arguments are the HF ``Trainer``'s.
     """
 
-    def __init__(self, *args: Any, encoder: TextEncoder, export: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        encoder: TextEncoder,
+        export: dict[str, Any] | None = None,
+        loss_hook: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.encoder = encoder
         self.export = export
+        self.loss_hook = loss_hook
         self.loss_history: list[tuple[int, float]] = []
 
     @property
@@ -87,6 +97,9 @@ class EmbedderTrainer(Trainer):
         self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, **kwargs: Any
     ) -> Any:
         """Embed queries and passages with ``model`` and return the contrastive loss."""
+        if self.loss_hook is not None:
+            loss, outputs = self.loss_hook(model, inputs)
+            return (loss, outputs) if return_outputs else loss
         q = embed_batch(model, self.encoder, inputs["queries"])
         p = embed_batch(model, self.encoder, inputs["passages"])
         loss = self.embedding_loss(q, p, inputs)
@@ -122,6 +135,19 @@ class EmbedderTrainer(Trainer):
         if getattr(self.train_dataset, "batched", False):
             return torch.utils.data.SequentialSampler(self.train_dataset)
         return super()._get_train_sampler(*args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
+        """Models that save themselves as a folder (``saves_as_folder``, e.g. backbone + M3 heads) do so."""
+        model = self.accelerator.unwrap_model(self.model)
+        if not getattr(model, "saves_as_folder", False):
+            return super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:
+            return None
+        folder = output_dir or self.args.output_dir
+        model.save_folder(folder)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(folder)
+        return None
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the HF model (and tokenizer), plus the sentence-transformers files for a full model."""
