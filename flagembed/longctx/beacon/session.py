@@ -55,9 +55,7 @@ class BeaconSession:
     def length(self) -> int:
         return 0 if self.ids is None else self.ids.shape[1]
 
-    def feed(
-        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, logits: str = "step"
-    ) -> StepOutput:
+    def feed(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, logits: str = "step") -> StepOutput:
         """Append ``input_ids`` [B, n] (labels unshifted, HF convention) and run the steps; ``logits`` is
         "step" (the last step's raw tokens), "last" (its last token) or "none"."""
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
