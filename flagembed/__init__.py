@@ -5,8 +5,11 @@ from flagembed.inference import (
     Embedder,
     FlagAutoModel,
     FlagAutoReranker,
+    FlagICLModel,
+    FlagLLMModel,
     FlagLLMReranker,
     FlagModel,
+    FlagPseudoMoEModel,
     FlagReranker,
     LayerWiseFlagLLMReranker,
     LayerwiseReranker,
@@ -15,6 +18,8 @@ from flagembed.inference import (
     LLMReranker,
     M3Embedder,
     Reranker,
+    VisualEmbedder,
+    Visualized_BGE,
     quantize,
 )
 from flagembed.models import ModelSpec, list_models, lookup
@@ -33,6 +38,7 @@ __all__ = [
     "lookup",
     "quantize",
 ]
+__all__ += ["FlagICLModel", "FlagLLMModel", "FlagPseudoMoEModel"]  # decoder-only embedders
 __all__ += [  # rerankers
     "FlagAutoReranker",
     "FlagLLMReranker",
@@ -44,3 +50,4 @@ __all__ += [  # rerankers
     "LightweightReranker",
     "Reranker",
 ]
+__all__ += ["VisualEmbedder", "Visualized_BGE"]  # Visualized-BGE

@@ -17,3 +17,13 @@ class Echo:
 
     def crash(self, chunk: list[int]) -> list[int]:
         os._exit(3)
+
+
+def fail_chunk(obj: object, chunk: list, **kwargs: object) -> list:
+    """A worker-side function (WorkerPool.map with a callable) that raises, naming the worker's device."""
+    raise ValueError(f"bad chunk of {len(chunk)} on {obj.device}")
+
+
+def crash_chunk(obj: object, chunk: list, **kwargs: object) -> list:
+    """A worker-side function that kills its process, like a segfault or the OOM killer."""
+    os._exit(3)

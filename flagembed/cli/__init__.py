@@ -64,6 +64,9 @@ app.add_typer(_eval.eval_app, name="eval")
 from flagembed.cli import export as _export  # noqa: E402
 
 app.command("export")(_export.export)
+from flagembed.cli import longctx as _longctx  # noqa: E402
+
+app.add_typer(_longctx.longctx_app, name="longctx")
 from flagembed.cli import beacon as _beacon  # noqa: E402
 
 app.add_typer(_beacon.beacon_app, name="beacon")

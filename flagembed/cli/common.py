@@ -30,7 +30,9 @@ Device = Annotated[
         callback=_check_devices,
     ),
 ]
-DType = Annotated[str, typer.Option(help="auto, fp32, fp16 or bf16.")]
+DType = Annotated[
+    str, typer.Option(help="auto (CPU: bf16 with AMX/AVX512-BF16, fp32 for eval; GPU: half), fp32, fp16 or bf16.")
+]
 TrustRemoteCode = Annotated[
     bool,
     typer.Option(

@@ -20,6 +20,9 @@ def embed(
     ),
     queries: bool = typer.Option(False, "--queries", help="Treat inputs as queries (adds the query instruction)."),
     instruction: Optional[str] = typer.Option(None, help="Instruction to prepend (overrides the model's)."),
+    task: Optional[str] = typer.Option(
+        None, help="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool (its query and passage instructions)."
+    ),
     field: str = typer.Option("text", help="JSONL field holding the text."),
     batch_size: int = typer.Option(256, help="Items per batch."),
     max_length: Optional[int] = typer.Option(None, min=1, help="Max tokens per text (longer texts are truncated)."),
@@ -70,6 +73,7 @@ def embed(
             trust_remote_code=trust_remote_code,
             backend=backend,  # type: ignore[arg-type]
             quantize=quantize,  # type: ignore[arg-type]
+            task=task,
         )
         kwargs = {"precision": precision}
         if max_length is not None:

@@ -44,7 +44,13 @@ def retrieval(
     k_values: str = typer.Option("1,3,5,10,100,1000", "--k-values", help="Comma-separated cutoffs (<= top-k)."),
     ignore_identical_ids: bool = typer.Option(False, "--ignore-identical-ids", help="Drop hits with id == query id."),
     batch_size: int = typer.Option(256, help="Texts per batch."),
+    task: Optional[str] = typer.Option(
+        None, help="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool (its query and passage instructions)."
+    ),
     plot: bool = typer.Option(False, "--plot", help="Also write recall@k curves as a PNG."),
+    store: Optional[str] = typer.Option(
+        None, "--store", help="Search Milvus instead of in-process indexes: file.db[#name] or milvus://host:port/name."
+    ),
     device: Device = None,
     dtype: DType = "auto",
     trust_remote_code: TrustRemoteCode = False,
@@ -68,8 +74,11 @@ def retrieval(
             k_values=ks,
             ignore_identical_ids=ignore_identical_ids,
             plot=plot,
-            embedder_kwargs=model_kwargs(device, dtype, trust_remote_code, batch_size=batch_size),
+            embedder_kwargs=model_kwargs(
+                device, dtype, trust_remote_code, batch_size=batch_size, **({"task": task} if task else {})
+            ),
             reranker_kwargs=model_kwargs(device, dtype, trust_remote_code),
+            store=store,
         )
     except _ERRORS as exc:
         fail(str(exc))

@@ -17,11 +17,19 @@ index_app = typer.Typer(help="Build retrieval indexes (dense, sparse, ColBERT)."
 @index_app.command("build")
 def build(
     model: str = typer.Option(..., "--model", "-m", help="Model name, hub id or local folder."),
-    corpus: Path = typer.Option(..., "--corpus", help="JSONL with _id (or id), title, text."),
+    corpus: Optional[Path] = typer.Option(
+        None, "--corpus", help="JSONL with _id (or id), title, text (and, with a visual model, an optional image)."
+    ),
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="Folder of images to index with a Visualized-BGE model (ids = relative paths)."
+    ),
     out: Path = typer.Option(..., "--out", "--output", "-o", help="Index directory to write."),
     modes: Optional[str] = typer.Option(None, help="dense,sparse,colbert,bm25 (default: the model's modes, no bm25)."),
     dense_kind: str = typer.Option("flat", help="flat (exact), hnsw or ivfpq."),
     batch_size: int = typer.Option(256, help="Items per batch."),
+    task: Optional[str] = typer.Option(
+        None, help="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool (its query and passage instructions)."
+    ),
     device: Device = None,
     dtype: DType = "auto",
     progress: Optional[bool] = typer.Option(
@@ -31,20 +39,47 @@ def build(
 ) -> None:
     """Encode a corpus and write a searchable index directory."""
     from flagembed.index.build import build_index
+    from flagembed.models.vision.weights import is_visual_folder
 
+    if images is not None or corpus is None or is_visual_folder(model):
+        _build_visual(model, out, images, corpus, dense_kind, batch_size, device, dtype, progress, modes)
+        return
     try:
         searcher = build_index(
             model, corpus, out, modes=modes, dense_kind=dense_kind, show_progress=progress,
             batch_size=batch_size, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+            **({"task": task} if task else {}),
         )  # fmt: skip
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     typer.echo(f"indexed {len(searcher)} documents ({', '.join(searcher.modes)}) into {out}")
 
 
+def _build_visual(
+    model: str, out: Path, images: Path | None, corpus: Path | None, dense_kind: str, batch_size: int,
+    device: Any, dtype: str, progress: bool | None, modes: str | None,
+) -> None:  # fmt: skip
+    """``index build --images``: a dense index of images (and/or image+text records) with a VisualEmbedder."""
+    from flagembed.index.visual import build_visual_index
+
+    if images is None and corpus is None:
+        fail("give --corpus, --images, or both")
+    if modes not in (None, "dense"):
+        fail(f"--images builds a dense index only, got --modes {modes}")
+    try:
+        searcher = build_visual_index(
+            model, out, images=images, corpus=corpus, dense_kind=dense_kind, show_progress=progress,
+            image_batch_size=batch_size, device=device, dtype=dtype,
+        )  # fmt: skip
+    except (ValueError, TypeError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"indexed {len(searcher)} documents (dense, images) into {out}")
+
+
 def search(
     directory: Path = typer.Argument(..., help="Index directory written by `flagembed index build`."),
-    query: str = typer.Argument(..., help="Query text."),
+    query: Optional[str] = typer.Argument(None, help="Query text (optional with --image)."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Query image (index built with --images)."),
     top_k: int = typer.Option(10, "--top-k", "-k", help="Hits to show."),
     modes: Optional[str] = typer.Option(None, help="Comma-separated modes to fuse (default: all in the index)."),
     weights: Optional[str] = typer.Option(None, help="Comma-separated weights, one per mode."),
@@ -58,11 +93,18 @@ def search(
     """Search an index directory with one query and print the ranked hits with their documents."""
     from flagembed.index import HybridSearcher
 
-    if top_k < 1 or not query.strip():  # refused before any model is loaded
+    if top_k < 1 or (image is None and not (query or "").strip()):  # refused before any model is loaded
         fail(f"top_k must be a positive integer, got {top_k}" if top_k < 1 else "queries[0] is empty")
+    if image is not None and not image.is_file():
+        fail(f"query image {image} does not exist")
     try:
         searcher = HybridSearcher.load(directory, device=device, trust_remote_code=trust_remote_code)
-        res = searcher.search(query, top_k=top_k, modes=modes, weights=weights, fusion=fusion)  # type: ignore[arg-type]
+        if image is not None:
+            from flagembed.index.visual import search_visual
+
+            res = search_visual(searcher, text=query or None, image=str(image), top_k=top_k)
+        else:
+            res = searcher.search(query, top_k=top_k, modes=modes, weights=weights, fusion=fusion)  # type: ignore[arg-type]
     except (ValueError, TypeError, OSError) as exc:
         fail(str(exc))
     empty = {"title": "", "text": "", "metadata": {}}

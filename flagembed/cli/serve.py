@@ -35,6 +35,9 @@ def serve(
     max_batch_items: int = typer.Option(256, help="Inputs per coalesced model call."),
     max_wait_ms: float = typer.Option(2.0, help="How long to wait for more requests to coalesce."),
     batch_size: int = typer.Option(256, help="Items per forward pass."),
+    task: Optional[str] = typer.Option(
+        None, help="LLM-Embedder task: qa, convsearch, chat, lrlm, icl or tool (its query and passage instructions)."
+    ),
     header_timeout: float = typer.Option(10.0, help="Seconds a connection may take to send request headers."),
     body_timeout: float = typer.Option(30.0, help="Seconds a request body may take to arrive (408 beyond)."),
     keep_alive: float = typer.Option(5.0, help="Seconds an idle connection stays open between requests."),
@@ -85,6 +88,7 @@ def serve(
             batch_size=batch_size,
             log_level=log_level,
             trust_remote_code=trust_remote_code,
+            task=task,
         )
     except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         fail(str(exc))

@@ -1,4 +1,4 @@
-"""``flagembed finetune embedder``, ``flagembed mine`` and ``flagembed score``."""
+"""``flagembed finetune embedder|reranker``, ``flagembed mine`` and ``flagembed score``."""
 
 from __future__ import annotations
 
@@ -53,6 +53,37 @@ def finetune_embedder_cmd(
     typer.echo(f"trained {result.global_step} steps, mean loss {result.train_loss:.4f}; model in {result.output_dir}")
     if result.merged_dir:
         typer.echo(f"merged LoRA model in {result.merged_dir}")
+
+
+@finetune_app.command("visual", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def finetune_visual_cmd(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="VisualEmbedder folder (or BGE + --model_weight)."),
+    train_data: Optional[list[Path]] = typer.Option(None, "--train-data", help="jsonl of query/pos/neg (repeatable)."),
+    output: Optional[Path] = typer.Option(None, "--output", "--out", "-o", help="Output folder (VisualEmbedder)."),
+    task_type: str = typer.Option("t2it", "--task-type", help="t2it (text → image+text) or edit_image."),
+) -> None:
+    """Visualized-BGE stage-2 training (InfoNCE, temperature 0.02, text tower frozen); other options are
+    HF/reference ones, e.g. --train_group_size 2 --patch_dropout 0.5 --train_text_tower True --learning_rate 2e-5."""
+    from flagembed.train.visual import finetune_visual, parse_visual_args
+
+    argv = list(ctx.args) + ["--task_type", task_type]
+    if model:
+        argv += ["--model_name_or_path", model]
+    if train_data:
+        argv += ["--train_data", *[str(p) for p in train_data]]
+    if output:
+        argv += ["--output_dir", str(output)]
+    try:
+        args, training_args = parse_visual_args(argv)
+        result = finetune_visual(args, training_args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        fail(str(exc))
+    except SystemExit as exc:
+        raise typer.Exit(0 if exc.code in (0, None) else 2) from None
+    if os.environ.get("RANK", "0") == "0":
+        steps, loss = result.global_step, result.train_loss
+        typer.echo(f"trained {steps} steps, mean loss {loss:.4f}; model in {result.output_dir}")
 
 
 def _resume(value: Optional[str]) -> str | bool | None:
@@ -131,3 +162,56 @@ def score(
     except (ValueError, TypeError, FileNotFoundError) as exc:
         fail(str(exc))
     typer.echo(f"scored {n} pairs; wrote {output_file}")
+
+
+RERANKER_USAGE = (
+    "usage: flagembed finetune reranker --model MODEL --model-type encoder|decoder|layerwise "
+    "--train-data FILE --output DIR [reference options]"
+)
+
+
+@finetune_app.command("reranker", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def finetune_reranker_cmd(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model name, hub id or folder."),
+    model_type: Optional[str] = typer.Option(None, "--model-type", help="encoder, decoder or layerwise."),
+    train_data: Optional[list[Path]] = typer.Option(None, "--train-data", help="jsonl file or folder (repeatable)."),
+    output: Optional[Path] = typer.Option(None, "--output", "--out", "-o", help="Output folder."),
+    calibration_ratio: Optional[float] = typer.Option(
+        None, "--calibration-ratio", help="Hold out this share of queries to fit the normalize=True sigmoid."
+    ),
+    trust_remote_code: TrustRemoteCode = False,
+) -> None:
+    """Group-softmax reranker fine-tuning; other options are the reference's (e.g. --train_group_size 8
+    --query_max_len 64 --passage_max_len 256 --knowledge_distillation True --start_layer 8 --learning_rate 6e-5)."""
+    from flagembed.train import finetune_reranker, parse_reranker_args
+
+    argv = list(ctx.args)
+    if not (model or train_data or output or argv):
+        fail(f"nothing to train\n{RERANKER_USAGE}\nsee flagembed finetune reranker --help")
+    for flag, value in (("--model_name_or_path", model), ("--model_type", model_type), ("--output_dir", output)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if train_data:
+        argv += ["--train_data", *[str(p) for p in train_data]]
+    if calibration_ratio is not None:
+        argv += ["--calibration_ratio", str(calibration_ratio)]
+    if trust_remote_code:
+        argv += ["--trust_remote_code", "True"]
+    try:
+        model_args, data_args, training_args = parse_reranker_args(argv)
+        result = finetune_reranker(model_args, data_args, training_args)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        msg = str(exc)
+        fail(msg if "required" not in msg else f"{msg}\n{RERANKER_USAGE}\nsee flagembed finetune reranker --help")
+    except SystemExit as exc:
+        raise typer.Exit(0 if exc.code in (0, None) else 2) from None
+    if os.environ.get("RANK", "0") != "0":
+        return
+    typer.echo(f"trained {result.global_step} steps, mean loss {result.train_loss:.4f}; model in {result.model_dir}")
+    if result.calibration:
+        c = result.calibration
+        typer.echo(
+            f"calibration on {c['num_pairs']} held-out pairs: p = sigmoid({c['scale']:.4f} * score + {c['bias']:.4f}); "
+            f"log loss {c['log_loss_plain_sigmoid']:.4f} -> {c['log_loss_calibrated']:.4f}"
+        )

@@ -77,23 +77,57 @@ def check_device(device: str | torch.device) -> torch.device:
 _warned_cpu_half = False
 
 
-def resolve_dtype(dtype: DType | torch.dtype | None, device: torch.device, preferred: str = "fp16") -> torch.dtype:
-    """Parameter dtype: ``auto`` → ``preferred`` on accelerators, fp32 on CPU.
+def resolve_dtype(
+    dtype: DType | torch.dtype | None,
+    device: torch.device,
+    preferred: str = "fp16",
+    *,
+    cpu_bf16: bool = False,
+) -> torch.dtype:
+    """Parameter dtype: ``auto`` → ``preferred`` on accelerators; on CPU bf16 or fp32 (see ``cpu_bf16``).
 
-    Half precision on CPU is slow and inaccurate there, so asking for it warns once and uses fp32.
+    Args:
+        cpu_bf16: let ``auto`` pick bf16 on a CPU that multiplies bf16 in hardware (AMX, AVX512-BF16; see
+            :func:`flagembed.engine.hardware.cpu_fast_bf16`), fp32 on other CPUs. Off for jobs that must
+            reproduce fp32 numbers (evaluation, FlagEmbedding-compatible classes, merging).
+
+    An explicit dtype always wins, with one exception: fp16 on CPU has no fast kernels there (measured
+    0.1 GFLOP/s against 166 fp32 and 660 bf16 on an AVX512-BF16 CPU), so it warns once and uses fp32.
     """
     global _warned_cpu_half
     if dtype is None or dtype == "auto":
-        chosen = torch.float32 if device.type == "cpu" else _DTYPES[preferred]
-    elif isinstance(dtype, torch.dtype):
+        if device.type != "cpu":
+            return _DTYPES[preferred]
+        from flagembed.engine.hardware import cpu_fast_bf16
+
+        return torch.bfloat16 if cpu_bf16 and cpu_fast_bf16() else torch.float32
+    if isinstance(dtype, torch.dtype):
         chosen = dtype
     elif dtype in _DTYPES:
         chosen = _DTYPES[dtype]
     else:
         raise ValueError(f"unknown dtype {dtype!r}; valid: auto, fp32, fp16, bf16")
-    if device.type == "cpu" and chosen != torch.float32:
+    if device.type == "cpu" and chosen == torch.float16:
         if not _warned_cpu_half:
-            warnings.warn("half precision was asked for on CPU; using fp32 there", stacklevel=3)
+            warnings.warn("fp16 was asked for on CPU, which has no fast fp16 kernels; using fp32 (bf16 is fast on "
+                          "CPUs with AMX or AVX512-BF16)", stacklevel=3)  # fmt: skip
             _warned_cpu_half = True
         chosen = torch.float32
+    elif device.type == "cpu" and chosen == torch.bfloat16:
+        from flagembed.engine.hardware import cpu_fast_bf16
+
+        if not cpu_fast_bf16():
+            logger.warning("bf16 on a CPU without AMX or AVX512-BF16 is emulated and slower than fp32")
     return chosen
+
+
+def reference_dtype(dtype: str | torch.dtype | None, device: DeviceLike | Sequence[DeviceLike]) -> str | torch.dtype:
+    """``auto`` → ``fp32`` when the (first) device is a CPU, else ``dtype`` unchanged.
+
+    Evaluation jobs and FlagEmbedding-compatible classes use this so that their default numbers are the
+    fp32 ones published and computed by the reference; an explicit dtype (``--dtype bf16``) still wins.
+    """
+    if dtype is not None and dtype != "auto":
+        return dtype
+    first = resolve_devices(device)[0]
+    return "fp32" if first.type == "cpu" else "auto"

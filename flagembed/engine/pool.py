@@ -29,7 +29,9 @@ def _init_worker(factory: Callable[[str], Any], devices: Any) -> None:
     _WORKER["obj"] = factory(device=device)
 
 
-def _call(method: str, chunk: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+def _call(method: str | Callable[..., Any], chunk: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+    if callable(method):  # a picklable module-level function of (obj, chunk, **kwargs)
+        return method(_WORKER["obj"], chunk, **kwargs)
     return getattr(_WORKER["obj"], method)(chunk, **kwargs)
 
 
@@ -60,8 +62,12 @@ class WorkerPool:
             max_workers=len(self.devices), mp_context=ctx, initializer=_init_worker, initargs=(factory, queue)
         )
 
-    def map(self, method: str, items: Sequence[Any], chunk_size: int | None = None, **kwargs: Any) -> list[Any]:
+    def map(
+        self, method: str | Callable[..., Any], items: Sequence[Any], chunk_size: int | None = None, **kwargs: Any
+    ) -> list[Any]:
         """Call ``obj.method(chunk, **kwargs)`` on contiguous chunks across workers; results in input order.
+
+        ``method`` is a method name, or a picklable module-level function called as ``method(obj, chunk, **kwargs)``.
 
         Raises:
             WorkerPoolError: a worker process died (its exit is reported, the pool is shut down).

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flagembed._io import check_output_dir
+from flagembed.engine.devices import reference_dtype
 from flagembed.evaluate.loaders import load_pairs, load_retrieval
 from flagembed.evaluate.metrics import DEFAULT_K
 from flagembed.evaluate.report import EvalResult, plot_curves, write_report, write_result
@@ -50,20 +51,25 @@ def model_label(name_or_path: str | os.PathLike[str]) -> str:
 
 
 def load_embedder(name: str, *, m3: bool | None = None, **kwargs: Any) -> Any:
-    """``Embedder`` (or ``M3Embedder`` for registry kind ``m3`` / ``m3=True``) with the model's registered settings."""
+    """``Embedder`` (or ``M3Embedder`` for registry kind ``m3`` / ``m3=True``) with the model's registered settings.
+
+    ``dtype="auto"`` (the default) is fp32 on CPU here, not bf16: evaluation reproduces published fp32 scores.
+    """
     import flagembed.inference as inference
     from flagembed.models import lookup
 
+    kwargs["dtype"] = reference_dtype(kwargs.get("dtype"), kwargs.get("device"))
     spec = lookup(name)
     use_m3 = m3 if m3 is not None else bool(spec and spec.kind == "m3")
     return (inference.M3Embedder if use_m3 else inference.Embedder)(name, **kwargs)
 
 
 def load_reranker(name: str, **kwargs: Any) -> Any:
-    """The reranker class the registry names for ``name`` (cross-encoder by default)."""
+    """The reranker class the registry names for ``name`` (cross-encoder by default; fp32 on CPU unless asked)."""
     import flagembed.inference as inference
     from flagembed.models import lookup
 
+    kwargs["dtype"] = reference_dtype(kwargs.get("dtype"), kwargs.get("device"))
     spec = lookup(name)
     cls = _RERANKER_CLASSES.get(spec.kind if spec else "reranker", "Reranker")
     return getattr(inference, cls)(name, **kwargs)
@@ -85,6 +91,7 @@ def retrieval_job(
     plot: bool = False,
     embedder_kwargs: dict[str, Any] | None = None,
     reranker_kwargs: dict[str, Any] | None = None,
+    store: str | None = None,
 ) -> list[EvalResult]:
     """Evaluate ``model`` (and optionally ``rerank``) on a retrieval folder; write JSON, markdown (and a PNG).
 
@@ -95,6 +102,10 @@ def retrieval_job(
     """
     check_retrieval_args(modes, k_values, search_top_k, rerank_top_k if rerank else None)
     check_output_dir(output)
+    if store is not None:
+        from flagembed.index.milvus import parse_store
+
+        parse_store(store)  # a malformed store fails before the model loads
     dataset = load_retrieval(data, split)
     needs_m3 = any(m != "dense" and m not in LEXICAL for m in modes)  # BM25 works with any embedder
     embedder = load_embedder(model, m3=True if needs_m3 else None, **(embedder_kwargs or {}))
@@ -111,6 +122,7 @@ def retrieval_job(
         cache_dir=cache_dir if cache_dir is not None else Path(output) / "embedding_cache",
         model_name=model_label(model),
         reranker_name=model_label(rerank) if rerank else None,
+        store=store,
     )
     for r in results:
         write_result(r, output, search_results=True)

@@ -149,6 +149,51 @@ def _m3_search(searcher: Any, mode: str, data: RetrievalData, top_k: int, ignore
     return run
 
 
+def _store_runs(
+    model: Any, data: RetrievalData, store: str, modes: Sequence[str], top_k: int, ignore_identical_ids: bool,
+    cache: Any, progress: bool | None,
+) -> dict[str, Run]:
+    """Dense / sparse runs searched in a Milvus collection (filled from the corpus unless it already holds it).
+
+    Raises:
+        ValueError: a mode Milvus does not hold (ColBERT, hybrid, BM25), or a collection with other documents.
+    """
+    from flagembed.index.milvus import MilvusStore
+
+    for m in modes:
+        if m not in ("dense", "sparse"):
+            raise ValueError(
+                f"mode {m!r} cannot run on a Milvus store (it holds dense and sparse vectors; ColBERT and BM25 "
+                "stay in process); use modes dense and/or sparse with --store"
+            )
+    wanted = [m for m in ("dense", "sparse") if m in modes]
+    try:
+        searcher = MilvusStore.open(store, model)
+    except FileNotFoundError:
+        searcher = None
+    if searcher is not None and (len(searcher) != len(data.corpus) or not set(wanted) <= set(searcher.modes)):
+        raise ValueError(
+            f"Milvus store {store} holds {len(searcher)} documents ({', '.join(searcher.modes)}), not this corpus's "
+            f"{len(data.corpus)} ({', '.join(wanted)}): use another collection (file.db#name) or drop this one"
+        )
+    if searcher is None:
+        searcher = MilvusStore.create(store, model, modes=wanted)
+        searcher.add(data.doc_ids(), data.doc_texts(), show_progress=progress)
+    try:
+        depth = max(1, min(top_k + (1 if ignore_identical_ids else 0), len(data.corpus)))
+        runs: dict[str, Run] = {}
+        for m in wanted:
+            hits = searcher.search(list(data.queries.values()), top_k=depth, modes=[m])
+            run: Run = {}
+            for qid, ids, scores in zip(data.queries, hits.ids, hits.scores):
+                pairs = [(d, float(s)) for d, s in zip(ids, scores) if not (ignore_identical_ids and d == qid)]
+                run[qid] = dict(pairs[:top_k])
+            runs[m] = run
+        return runs
+    finally:
+        searcher.close()
+
+
 def check_retrieval_args(
     modes: Sequence[str], k_values: Sequence[int], search_top_k: int, rerank_top_k: int | None = None
 ) -> list[int]:
@@ -237,6 +282,7 @@ def evaluate_retrieval(
     model_name: str | None = None,
     reranker_name: str | None = None,
     show_progress: bool | None = None,
+    store: str | None = None,
 ) -> list[EvalResult]:
     """Evaluate ``model`` on one retrieval split, per mode, and again after reranking when ``reranker`` is given.
 
@@ -250,6 +296,9 @@ def evaluate_retrieval(
             results have metrics only at k <= ``rerank_top_k`` (their lists hold that many hits).
         ignore_identical_ids: drop hits whose document id equals the query id (e.g. duplicate-question sets).
         cache_dir: embedding cache folder; reruns with the same configuration skip encoding.
+        store: search a Milvus collection instead of the in-process indexes (``file.db[#name]`` for Milvus
+            Lite, ``milvus://host:port/name`` for a server); dense and sparse modes only. An existing collection
+            holding the corpus is reused, an absent one is created and filled.
 
     Returns:
         One :class:`EvalResult` per mode (plus one per mode with the reranker).
@@ -270,10 +319,17 @@ def evaluate_retrieval(
     }
     results: list[EvalResult] = []
     m3_modes = [m for m in modes if m != "dense" and m not in LEXICAL]
-    searcher = _m3_searcher(model, data, m3_modes, show_progress) if m3_modes else None
+    start = time.perf_counter()
+    store_runs = _store_runs(model, data, store, modes, search_top_k, ignore_identical_ids, cache, show_progress) if (
+        store is not None
+    ) else {}
+    searcher = _m3_searcher(model, data, m3_modes, show_progress) if m3_modes and store is None else None
     for mode in modes:
-        start = time.perf_counter()
-        if mode == "dense":
+        if mode not in store_runs:
+            start = time.perf_counter()
+        if mode in store_runs:
+            run = store_runs[mode]
+        elif mode == "dense":
             q, c = encode_retrieval_data(model, data, cache=cache, show_progress=show_progress)
             query_ids, doc_ids = list(data.queries), data.doc_ids()
             run = dense_search(q, c, query_ids, doc_ids, search_top_k, ignore_identical_ids=ignore_identical_ids)
@@ -294,7 +350,7 @@ def evaluate_retrieval(
             if len(stage_ks) < len(ks):
                 logger.info("reranked results: no metrics at k > rerank_top_k = %d", rerank_top_k)
             scores = evaluate_run(data.qrels, stage_run, stage_ks)
-            cfg = {"model": config, "eval": {**args, "mode": mode}}
+            cfg = {"model": config, "eval": {**args, "mode": mode, **({"store": store} if store else {})}}
             if rname is not None:
                 cfg["reranker"] = {"name": rname, "rerank_top_k": rerank_top_k}
             results.append(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flagembed.index.storage import IndexMismatchError
-from flagembed.inference import Embedder, M3Embedder
+from flagembed.inference import Embedder, M3Embedder, VisualEmbedder
 from flagembed.models import HubOptions, resolve_model_path, weights_fingerprint
 
 _HUB_KEYS = ("cache_dir", "token", "local_files_only")
@@ -25,7 +25,7 @@ def model_info(embedder: Embedder) -> dict[str, Any]:
     s = embedder.settings
     info: dict[str, Any] = {
         "weights": weights_fingerprint(s.path),
-        "class": "m3" if isinstance(embedder, M3Embedder) else "dense",
+        "class": _class_name(embedder),
         "pooling": s.pooling,
         "normalize": s.normalize,
         "truncate_dim": s.truncate_dim,
@@ -38,6 +38,12 @@ def model_info(embedder: Embedder) -> dict[str, Any]:
     if isinstance(embedder, M3Embedder):
         info.update(colbert_dim=embedder.colbert_dim, vocab_size=embedder.vocab_size)
     return info
+
+
+def _class_name(embedder: Embedder) -> str:
+    if isinstance(embedder, VisualEmbedder):
+        return "visual"
+    return "m3" if isinstance(embedder, M3Embedder) else "dense"
 
 
 def used_remote_code(embedder: Embedder) -> bool:
@@ -100,7 +106,7 @@ def open_recorded_model(
         **kwargs,
         "trust_remote_code": bool(source.get("trust_remote_code")) and trust_remote_code is True,
     }
-    embedder_cls = M3Embedder if info.get("class") == "m3" else Embedder
+    embedder_cls = {"m3": M3Embedder, "visual": VisualEmbedder}.get(info.get("class", ""), Embedder)
     return embedder_cls(str(folder), **args)
 
 

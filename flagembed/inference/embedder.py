@@ -24,7 +24,7 @@ from flagembed.engine.backends import (
 )
 from flagembed.engine.devices import DeviceLike, DType, resolve_devices
 from flagembed.engine.pipeline import run_pipelined
-from flagembed.engine.pool import WorkerPool, concat_results
+from flagembed.engine.pool import WorkerPool, WorkerPoolError, concat_results
 from flagembed.inference.inputs import apply_instruction, as_corpus_list, as_text_list
 from flagembed.inference.quantize import Precision, quantize
 from flagembed.models import (
@@ -34,6 +34,7 @@ from flagembed.models import (
     load_tokenizer,
     open_checkpoint,
     resolve_settings,
+    task_instructions,
 )
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Embedder:
 
     Settings come from, in order: the arguments, the checkpoint's sentence-transformers config,
     flagembed's model registry, and defaults (CLS pooling, L2 normalization, 512 tokens).
+    ``task`` (``qa``, ``convsearch``, ``chat``, ``lrlm``, ``icl``, ``tool``) picks LLM-Embedder's query and
+    passage instructions for that task (``flagembed.models.TASKS``).
 
     Example:
         >>> emb = Embedder("all-MiniLM-L6-v2")
@@ -81,8 +84,12 @@ class Embedder:
         backend: Literal["torch", "onnx", "openvino"] = "torch",
         quantize: Literal["int8"] | None = None,
         num_threads: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        task: str | None = None,
     ) -> None:
         _check_backend(backend, quantize)
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1, got {pad_to_multiple_of}")
         ckpt = open_checkpoint(
             model_name_or_path,
             revision=revision,
@@ -93,6 +100,11 @@ class Embedder:
         )
         path, remote = ckpt.path, ckpt.trust_remote_code
         self.trust_remote_code: bool = remote  # whether the checkpoint's own code was allowed to run
+        self.task = task  # LLM-Embedder task: its query and passage instructions (explicit ones win)
+        if task is not None:
+            task_query, task_passage = task_instructions(model_name_or_path, task)
+            query_instruction = task_query if query_instruction is None else query_instruction
+            passage_instruction = task_passage if passage_instruction is None else passage_instruction
         self.settings: EncoderSettings = resolve_settings(
             model_name_or_path,
             path,
@@ -112,12 +124,12 @@ class Embedder:
         self.device = self.devices[0]
         if backend != "torch" and (len(self.devices) > 1 or self.device.type != "cpu"):
             raise ValueError(f"backend={backend!r} runs on one CPU device; got {[str(d) for d in self.devices]}")
-        self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
+        self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16", cpu_bf16=True)
         self.tokenizer = load_tokenizer(path, trust_remote_code=remote)
         if is_export_folder(path):  # written by `flagembed export --out`: graph + config, no torch weights
             backbone = export_backbone(path, backend, trust_remote_code=remote)
         else:
-            backbone = load_backbone(path, dtype=self.dtype, trust_remote_code=remote)
+            backbone = self._load_backbone(path, remote)
         self.encoder = TextEncoder(
             backbone, self.settings.pooling, self.settings.normalize, self.settings.truncate_dim
         ).to(self.device)
@@ -137,6 +149,7 @@ class Embedder:
         )
         self.batch_size = batch_size
         self.max_tokens_per_batch = max_tokens_per_batch
+        self.pad_to_multiple_of = pad_to_multiple_of  # padded batch lengths rounded up (e.g. 8 for Gemma2)
         self.show_progress = show_progress
         self.last_truncated = 0  # how many inputs the latest call cut to max_length
         # On accelerators, tokenize the next chunk of this many texts while the model runs the current one;
@@ -155,6 +168,7 @@ class Embedder:
             dtype=dtype,
             trust_remote_code=remote,
             show_progress=False,
+            pad_to_multiple_of=pad_to_multiple_of,
         )
 
     # ------------------------------------------------------------------ properties
@@ -174,6 +188,7 @@ class Embedder:
             max_tokens_per_batch=self.max_tokens_per_batch,
             pad_id=int(pad_id),
             padding_side="left" if getattr(tok, "padding_side", "right") == "left" else "right",
+            pad_to_multiple_of=self.pad_to_multiple_of,
         )
 
     def _cap_length(self, length: int) -> int:
@@ -265,14 +280,26 @@ class Embedder:
         self.close()
 
     # ------------------------------------------------------------------ internals
+    def _load_backbone(self, path: Any, trust_remote_code: bool) -> torch.nn.Module:
+        """The torch backbone of ``path`` (a subclass may build it from the config and load weights itself)."""
+        return load_backbone(path, dtype=self.dtype, trust_remote_code=trust_remote_code)
+
     def _encode_parallel(self, texts: list[str], **kwargs: Any) -> np.ndarray:
         """Split ``texts`` into contiguous chunks, one per device worker; errors and crashes propagate."""
+        parts = self._map_workers("_encode_chunk", texts, **kwargs)
+        self.last_truncated = sum(n for _, n in parts)
+        return concat_results([emb for emb, _ in parts])
+
+    def _map_workers(self, method: Any, items: list[Any], **kwargs: Any) -> list[Any]:
+        """``WorkerPool.map`` on the per-device workers (started on first use, restarted after a worker died)."""
         if self._pool is None:
             self._pool = WorkerPool(self._pool_factory, [str(d) for d in self.devices])
             weakref.finalize(self, self._pool.close)
-        parts = self._pool.map("_encode_chunk", texts, **kwargs)
-        self.last_truncated = sum(n for _, n in parts)
-        return concat_results([emb for emb, _ in parts])
+        try:
+            return self._pool.map(method, items, **kwargs)
+        except WorkerPoolError:
+            self._pool = None  # the pool shut itself down; the next call starts fresh workers
+            raise
 
     def _encode_chunk(self, texts: list[str], **kwargs: Any) -> tuple[np.ndarray, int]:
         """Worker side of :meth:`_encode_parallel`: embeddings plus the truncation count."""
@@ -286,6 +313,60 @@ class Embedder:
         if tok.num_truncated:
             logger.info("%d of %d inputs were truncated to %d tokens", tok.num_truncated, len(texts), max_length)
         return tok
+
+    def encode_ids(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        *,
+        batch_size: int | None = None,
+        normalize: bool | None = None,
+        truncate_dim: int | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed texts that are already token ids (special tokens included, no padding), in input order.
+
+        For callers whose prompts need their own tokenization (e.g. the ICL query layout of
+        :class:`~flagembed.inference.compat.FlagICLModel`); batching, padding and pooling are the usual ones.
+        """
+        _check_truncate_dim(truncate_dim, self.encoder.hidden_size)
+        ids = [list(map(int, row)) for row in token_ids]
+        for i, row in enumerate(ids):
+            if not row:
+                raise ValueError(f"token_ids[{i}] is empty; every text needs at least one token")
+        if not ids:
+            return np.zeros((0, min(truncate_dim or self.dim, self.dim)), dtype=np.float32)
+        if len(self.devices) > 1 and len(ids) > 1:
+            if self._pool is None:
+                self._pool = WorkerPool(self._pool_factory, [str(d) for d in self.devices])
+                weakref.finalize(self, self._pool.close)
+            kwargs = dict(batch_size=batch_size, normalize=normalize, truncate_dim=truncate_dim, show_progress=False)
+            return concat_results(self._pool.map("encode_ids", ids, **kwargs))
+        with torch.inference_mode():
+            return self._run_ids(ids, batch_size, normalize, truncate_dim, show_progress)
+
+    def _step(self, normalize: bool | None, truncate_dim: int | None) -> Any:
+        def step(batch: Any) -> torch.Tensor:
+            if self.onnx is not None:
+                hidden = torch.from_numpy(self.onnx.hidden_states(batch.input_ids, batch.attention_mask))
+                return self.encoder.embed(hidden, batch.attention_mask, normalize=normalize, truncate_dim=truncate_dim)
+            return self.encoder(batch.input_ids, batch.attention_mask, normalize=normalize, truncate_dim=truncate_dim)
+
+        return step
+
+    def _run_ids(
+        self,
+        ids: Sequence[Sequence[int]],
+        batch_size: int | None,
+        normalize: bool | None,
+        truncate_dim: int | None,
+        show_progress: bool | None,
+    ) -> np.ndarray:
+        config = self.engine_config
+        if batch_size is not None:
+            config.batch_size = batch_size
+        show = self.show_progress if show_progress is None else show_progress
+        step = self._step(normalize, truncate_dim)
+        return run_batches(ids, step, config, show_progress=show, desc="Embedding")
 
     def _encode_texts(
         self,
@@ -311,32 +392,24 @@ class Embedder:
                 truncate_dim=truncate_dim,
                 show_progress=False,
             )
-        config = self.engine_config
-        if batch_size is not None:
-            config.batch_size = batch_size
-
-        def step(batch: Any) -> torch.Tensor:
-            if self.onnx is not None:
-                hidden = torch.from_numpy(self.onnx.hidden_states(batch.input_ids, batch.attention_mask))
-                return self.encoder.embed(hidden, batch.attention_mask, normalize=normalize, truncate_dim=truncate_dim)
-            return self.encoder(batch.input_ids, batch.attention_mask, normalize=normalize, truncate_dim=truncate_dim)
-
-        show = self.show_progress if show_progress is None else show_progress
         chunk = self.pipeline_chunk_size
         with torch.inference_mode():
             if chunk is not None and len(texts) > chunk:
+                config = self.engine_config
+                if batch_size is not None:
+                    config.batch_size = batch_size
                 out, self.last_truncated = run_pipelined(
                     texts,
                     lambda part: tokenize(self.tokenizer, part, max_length),
-                    step,
+                    self._step(normalize, truncate_dim),
                     config,
                     chunk_size=chunk,
-                    show_progress=show,
+                    show_progress=self.show_progress if show_progress is None else show_progress,
                     desc="Embedding",
                 )
                 return out
             tok = self.tokenize(texts, max_length)
-            return run_batches(tok.ids, step, config, show_progress=show, desc="Embedding")
+            return self._run_ids(tok.ids, batch_size, normalize, truncate_dim, show_progress)
 
     def _convert(
         self,

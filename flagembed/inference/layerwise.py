@@ -23,6 +23,8 @@ import torch
 from flagembed.engine import Batch
 from flagembed.inference.llm_reranker import LLMReranker
 from flagembed.inference.pair_inputs import PairTokens
+from flagembed.inference.parallel import remember_init
+from flagembed.inference.reranker import as_pairs, parallel_scores
 from flagembed.models.layer_runner import decoder_stack, run_layers
 from flagembed.models.llm_scorer import LayerHeads, load_layer_heads
 from flagembed.models.pooling import last_token
@@ -47,6 +49,7 @@ class LayerwiseReranker(LLMReranker):
     always_bos = True
     desc = "Layerwise reranking"
 
+    @remember_init
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
@@ -114,12 +117,17 @@ class LayerwiseReranker(LLMReranker):
             TypeError: malformed pairs (the message names the index).
             ValueError: no requested cutoff layer is available.
         """
+        pairs, _ = as_pairs(sentence_pairs)
+        if self._parallel.wants(len(pairs)):
+            kw = {"cutoff_layers": cutoff_layers}
+            kw.update(normalize=normalize, prompt=prompt, batch_size=batch_size, max_length=max_length)
+            return parallel_scores(self, pairs, query_max_length=query_max_length, **kw)
         layers = self.resolve_cutoffs(cutoff_layers)
         step = partial(self._layer_step, layers=layers)
         scores = self._score_matrix(
-            sentence_pairs, step, prompt, batch_size, max_length, query_max_length, show_progress, width=len(layers)
+            pairs, step, prompt, batch_size, max_length, query_max_length, show_progress, width=len(layers)
         )
-        out = self._shape(scores, normalize)
+        out = self._shape(scores, normalize, layers)
         return out[0] if len(out) == 1 else out
 
     def _layer_step(self, batch: Batch, tokens: PairTokens, layers: list[int]) -> torch.Tensor:

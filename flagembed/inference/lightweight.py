@@ -19,6 +19,8 @@ import torch
 from flagembed.engine import Batch
 from flagembed.inference.layerwise import LayerwiseReranker, Scores
 from flagembed.inference.pair_inputs import LIGHTWEIGHT_PROMPT, PairTokens
+from flagembed.inference.parallel import remember_init
+from flagembed.inference.reranker import as_pairs, parallel_scores
 from flagembed.models.layer_runner import run_layers, token_compress
 from flagembed.models.pooling import last_token
 
@@ -36,6 +38,7 @@ class LightweightReranker(LayerwiseReranker):
     default_prompt = LIGHTWEIGHT_PROMPT
     desc = "Lightweight reranking"
 
+    @remember_init
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
@@ -69,12 +72,17 @@ class LightweightReranker(LayerwiseReranker):
             TypeError: malformed pairs (the message names the index).
             ValueError: no usable cutoff layer, or ``compress_ratio < 1``.
         """
+        pairs, _ = as_pairs(sentence_pairs)
+        if self._parallel.wants(len(pairs)):
+            kw = {"cutoff_layers": cutoff_layers, "compress_layers": compress_layers, "compress_ratio": compress_ratio}
+            kw.update(normalize=normalize, prompt=prompt, batch_size=batch_size, max_length=max_length)
+            return parallel_scores(self, pairs, query_max_length=query_max_length, **kw)
         layers = self.resolve_cutoffs(cutoff_layers)
         ratio = _check_ratio(self.compress_ratio if compress_ratio is None else compress_ratio)
         where = list(self.compress_layers if compress_layers is None else compress_layers)
         step = partial(self._compress_step, layers=layers, compress_layers=where, ratio=ratio)
         scores = self._score_matrix(
-            sentence_pairs, step, prompt, batch_size, max_length, query_max_length, show_progress, width=len(layers)
+            pairs, step, prompt, batch_size, max_length, query_max_length, show_progress, width=len(layers)
         )
         out = self._shape(scores, normalize)
         return out[0] if len(out) == 1 else out

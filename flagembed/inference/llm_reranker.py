@@ -11,14 +11,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from flagembed.engine import Batch, EngineConfig, resolve_device, resolve_dtype, run_batches
-from flagembed.engine.devices import DeviceLike, DType
+from flagembed.engine import Batch, EngineConfig, resolve_dtype, run_batches
+from flagembed.engine.devices import DeviceLike, DType, resolve_devices
+from flagembed.inference.calibration import load_calibration
 from flagembed.inference.inputs import apply_instruction
 from flagembed.inference.pair_inputs import DEFAULT_LLM_PROMPT, PairTokens, llm_pairs
+from flagembed.inference.parallel import DevicePool, remember_init
 from flagembed.inference.reranker import (
     RerankResult,
     as_pairs,
     cap_length,
+    parallel_scores,
     require_head_weights,
     rerank_with,
     sigmoid,
@@ -81,6 +84,7 @@ class LLMReranker:
     always_bos: bool = False  # layerwise/lightweight prepend bos even when it equals the pad token
     desc = "LLM reranking"
 
+    @remember_init
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
@@ -114,8 +118,9 @@ class LLMReranker:
             trust_remote_code=trust_remote_code,
         )
         self.path, remote = ckpt.path, ckpt.trust_remote_code
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device, preferred=_preferred_half(self.device))
+        self.devices = resolve_devices(device)  # several devices: one worker process each (see compute_score)
+        self.device = self.devices[0]
+        self.dtype = resolve_dtype(dtype, self.device, preferred=_preferred_half(self.device), cpu_bf16=True)
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)
         self.model = load_causal_lm(self.path, self.dtype, remote, peft_path, model_name_or_path).to(self.device)
         self.yes_id = yes_token_id(self.tokenizer)
@@ -129,6 +134,12 @@ class LLMReranker:
         self.max_tokens_per_batch = max_tokens_per_batch
         self.show_progress = show_progress
         self.last_truncated = 0
+        self.calibration = load_calibration(self.path)  # normalize=True uses its fitted sigmoid when present
+        self._parallel = DevicePool(self, self.devices, self.path, trust_remote_code=remote)
+
+    def close(self) -> None:
+        """Stop the per-device worker processes, if any were started."""
+        self._parallel.close()
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -186,9 +197,12 @@ class LLMReranker:
         Raises:
             TypeError: malformed pairs (the message names the index).
         """
-        scores = self._score_matrix(
-            sentence_pairs, self._yes_step, prompt, batch_size, max_length, query_max_length, show_progress
-        )
+        pairs, _ = as_pairs(sentence_pairs)
+        if self._parallel.wants(len(pairs)):
+            kw = {"normalize": normalize, "prompt": prompt, "batch_size": batch_size, "max_length": max_length}
+            return parallel_scores(self, pairs, query_max_length=query_max_length, **kw)
+        step = self._yes_step
+        scores = self._score_matrix(pairs, step, prompt, batch_size, max_length, query_max_length, show_progress)
         return self._shape(scores, normalize)[0]
 
     def rerank(
@@ -247,9 +261,15 @@ class LLMReranker:
         self.model.to(target)
         self.dtype = target
 
-    def _shape(self, scores: np.ndarray, normalize: bool | None) -> list[list[float]]:
+    def _shape(
+        self, scores: np.ndarray, normalize: bool | None, layers: Sequence[int] | None = None
+    ) -> list[list[float]]:
         if self.normalize if normalize is None else normalize:
-            scores = sigmoid(scores)
+            if self.calibration is None:
+                scores = sigmoid(scores)
+            else:
+                cols = layers if layers is not None else [None] * scores.shape[1]
+                scores = np.stack([self.calibration.probabilities(scores[:, j], k) for j, k in enumerate(cols)], 1)
         return [[float(s) for s in scores[:, j]] for j in range(scores.shape[1])]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from flagembed.engine import run_batches
 from flagembed.inference.embedder import Embedder
 from flagembed.inference.inputs import apply_instruction, as_text_list
 from flagembed.inference.m3_output import M3Output, dicts_to_csr, rows_to_csr
+from flagembed.inference.parallel import join_m3, m3_chunk
 from flagembed.models import load_m3_heads, maxsim, pad_vectors, special_token_ids
 from flagembed.models.heads import sparse_rows
 
@@ -59,6 +61,8 @@ class M3Embedder(Embedder):
         self.unused_ids = special_token_ids(self.tokenizer)
         self.vocab_size = max(int(self.encoder.backbone.config.vocab_size), len(self.tokenizer))
         self.defaults = {"dense": return_dense, "sparse": return_sparse, "colbert": return_colbert_vecs}
+        base = self._pool_factory  # several devices: each worker is an M3Embedder with the same heads
+        self._pool_factory = functools.partial(M3Embedder, *base.args, colbert_dim=colbert_dim, **base.keywords)
 
     @property
     def colbert_dim(self) -> int:
@@ -126,6 +130,11 @@ class M3Embedder(Embedder):
         if n == 0:
             self.last_truncated = 0
             return out
+        if len(self.devices) > 1 and n > 1:  # one contiguous chunk per device worker, joined in input order
+            kw = {"dense": dense, "sparse": sparse, "colbert": colbert, "max_length": max_length}
+            parts = self._map_workers(m3_chunk, texts, batch_size=batch_size, show_progress=False, **kw)
+            self.last_truncated = sum(t for _, t in parts)
+            return join_m3([p for p, _ in parts])
         tok = self.tokenize(texts, max_length or self.passage_max_length)
         config = self.engine_config
         if batch_size is not None:

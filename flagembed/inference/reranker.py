@@ -11,10 +11,12 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from flagembed.engine import EngineConfig, resolve_device, resolve_dtype, run_batches
-from flagembed.engine.devices import DeviceLike, DType
+from flagembed.engine import EngineConfig, resolve_dtype, run_batches
+from flagembed.engine.devices import DeviceLike, DType, resolve_devices
+from flagembed.inference.calibration import load_calibration
 from flagembed.inference.inputs import apply_instruction, check_unicode, corpus_text
 from flagembed.inference.pair_inputs import PairTokens, cross_encoder_pairs, pair_template
+from flagembed.inference.parallel import DevicePool, join_scores, remember_init, scores_chunk
 from flagembed.models import load_tokenizer, open_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,7 @@ class Reranker:
         >>> rr.rerank("what is a panda?", ["hi", "The giant panda is a bear."], top_k=1)
     """
 
+    @remember_init
     def __init__(
         self,
         model_name_or_path: str | os.PathLike[str],
@@ -162,8 +165,9 @@ class Reranker:
             trust_remote_code=trust_remote_code,
         )
         self.path, spec, remote = ckpt.path, ckpt.spec, ckpt.trust_remote_code
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16")
+        self.devices = resolve_devices(device)  # several devices: one worker process each (see compute_score)
+        self.device = self.devices[0]
+        self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16", cpu_bf16=True)
         self.tokenizer = load_tokenizer(self.path, trust_remote_code=remote)
         self.model, info = from_pretrained(
             AutoModelForSequenceClassification,
@@ -187,8 +191,14 @@ class Reranker:
         self.max_tokens_per_batch = max_tokens_per_batch
         self.show_progress = show_progress
         self.last_truncated = 0
+        self.calibration = load_calibration(self.path)  # normalize=True uses its fitted sigmoid when present
         tpl = pair_template(self.tokenizer)
         self._types = (tpl.first_type, tpl.second_type) if (tpl.first_type, tpl.second_type) != (0, 0) else None
+        self._parallel = DevicePool(self, self.devices, self.path, trust_remote_code=remote)
+
+    def close(self) -> None:
+        """Stop the per-device worker processes, if any were started."""
+        self._parallel.close()
 
     def engine_config(self, batch_size: int | None = None) -> EngineConfig:
         """Right-padded token-budget batches on this reranker's device."""
@@ -224,7 +234,8 @@ class Reranker:
         query_max_length: int | None = None,
         show_progress: bool | None = None,
     ) -> list[float]:
-        """Relevance score per ``(query, passage)`` pair: raw logits, or sigmoid-ed with ``normalize=True``.
+        """Relevance score per ``(query, passage)`` pair: raw logits, or sigmoid-ed with ``normalize=True``
+        (the folder's fitted ``reranker_calibration.json`` sigmoid when it has one).
 
         A single pair still returns a one-element list (as the reference does).
 
@@ -234,6 +245,9 @@ class Reranker:
         pairs, _ = as_pairs(sentence_pairs)
         if not pairs:
             return []
+        if self._parallel.wants(len(pairs)):
+            kw = {"normalize": normalize, "batch_size": batch_size, "max_length": max_length}
+            return parallel_scores(self, pairs, query_max_length=query_max_length, **kw)
         tokens = self.tokenize_pairs(pairs, max_length, query_max_length)
 
         def step(batch: Any) -> torch.Tensor:
@@ -256,7 +270,7 @@ class Reranker:
                 desc="Reranking",
             )
         if self.normalize if normalize is None else normalize:
-            scores = sigmoid(scores)
+            scores = self.calibration.probabilities(scores) if self.calibration else sigmoid(scores)
         return [float(s) for s in scores]
 
     def rerank(
@@ -264,6 +278,13 @@ class Reranker:
     ) -> list[RerankResult]:
         """Score ``documents`` (strings or ``{"title","text"}`` dicts) against ``query``, best first."""
         return rerank_with(self.compute_score, query, documents, top_k, normalize=normalize)
+
+
+def parallel_scores(model: Any, pairs: list[tuple[str, str]], **kwargs: Any) -> Any:
+    """``model.compute_score`` split across its device workers; scores in input order, truncations summed."""
+    parts = model._parallel.map(scores_chunk, pairs, show_progress=False, **kwargs)
+    model.last_truncated = sum(n for _, n in parts)
+    return join_scores([p for p, _ in parts])
 
 
 def rerank_with(

@@ -23,9 +23,19 @@ from flagembed.models.loading import (
     resolve_model_path,
 )
 from flagembed.models.pooling import POOLING_METHODS, finalize, last_token, pool
-from flagembed.models.registry import MODELS, ModelSpec, list_models, lookup, lookup_folder_name
+from flagembed.models.registry import (
+    MODELS,
+    TASKS,
+    ModelSpec,
+    list_models,
+    lookup,
+    lookup_folder_name,
+    task_instructions,
+)
 
 __all__ = [
+    "TASKS",
+    "task_instructions",
     "weights_fingerprint",
     "MODELS",
     "POOLING_METHODS",

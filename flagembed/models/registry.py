@@ -28,6 +28,37 @@ BGE_ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
 LLM_EMBEDDER_QUERY = "Represent this query for retrieving relevant documents: "
 LLM_EMBEDDER_PASSAGE = "Represent this document for retrieval: "
 
+# LLM-Embedder's task instructions (research/llm_embedder TASK_CONFIG["llm-embedder"]["instruction"]):
+# (task, query instruction, key instruction), each prepended by plain concatenation.
+LLM_EMBEDDER_TASKS: tuple[tuple[str, str, str], ...] = (
+    ("qa", LLM_EMBEDDER_QUERY, LLM_EMBEDDER_PASSAGE),
+    (
+        "convsearch",
+        "Encode this query and context for searching relevant passages: ",
+        "Encode this passage for retrieval: ",
+    ),
+    (
+        "chat",
+        "Embed this dialogue to find useful historical dialogues: ",
+        "Embed this historical dialogue for retrieval: ",
+    ),
+    (
+        "lrlm",
+        "Embed this text chunk for finding useful historical chunks: ",
+        "Embed this historical text chunk for retrieval: ",
+    ),
+    (
+        "icl",
+        "Convert this example into vector to look for useful examples: ",
+        "Convert this example into vector for retrieval: ",
+    ),
+    (
+        "tool",
+        "Transform this user request for fetching helpful tool descriptions: ",
+        "Transform this tool description for retrieval: ",
+    ),
+)
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -49,6 +80,20 @@ class ModelSpec:
     needs_remote_code: bool = False
     languages: tuple[str, ...] = ("en",)
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # per-task (task, query instruction, passage instruction) rows, chosen with ``Embedder(task=...)``
+    task_instructions: tuple[tuple[str, str, str], ...] = ()
+
+    def task_instruction(self, task: str) -> tuple[str, str]:
+        """``(query, passage)`` instructions of ``task``.
+
+        Raises:
+            ValueError: the model has no such task (lists the valid ones).
+        """
+        for name, query, passage in self.task_instructions:
+            if name == task:
+                return query, passage
+        valid = ", ".join(t[0] for t in self.task_instructions) or "none"
+        raise ValueError(f"model {self.name!r} has no task {task!r}; valid: {valid}")
 
 
 def _bge(name: str, dim: int, lang: str, v15: bool) -> ModelSpec:
@@ -88,6 +133,7 @@ MODELS: tuple[ModelSpec, ...] = (
         query_instruction=LLM_EMBEDDER_QUERY,
         passage_instruction=LLM_EMBEDDER_PASSAGE,
         dim=768,
+        task_instructions=LLM_EMBEDDER_TASKS,
     ),
     ModelSpec(
         name="BAAI/bge-en-icl",
@@ -189,6 +235,58 @@ MODELS: tuple[ModelSpec, ...] = (
         )
         for size, dim in (("0.6B", 1024), ("4B", 2560), ("8B", 4096))
     ),
+    # decoder-only embedders of FlagEmbedding's auto table (model_mapping.py), with its query formats
+    ModelSpec(
+        name="BAAI/bge-reasoner-embed-qwen3-8b-0923",
+        kind="llm_embedder",
+        pooling="last_token",
+        query_instruction_format="Instruct: {}\nQuery: {}",
+        dim=4096,
+        dtype="bf16",
+    ),
+    ModelSpec(
+        name="BAAI/bge-code-v1",
+        kind="llm_embedder",
+        pooling="last_token",
+        query_instruction_format="<instruct>{}\n<query>{}",
+        dim=1536,
+        dtype="bf16",
+        needs_remote_code=True,
+        languages=("multilingual",),
+    ),
+    *(
+        ModelSpec(
+            name=f"Alibaba-NLP/{name}",
+            kind="llm_embedder",
+            pooling="last_token",
+            query_instruction_format="Instruct: {}\nQuery: {}",
+            dim=dim,
+            max_length=8192,
+            dtype="bf16",
+            needs_remote_code=True,
+            languages=("multilingual",),
+        )
+        for name, dim in (
+            ("gte-Qwen2-7B-instruct", 3584),
+            ("gte-Qwen2-1.5B-instruct", 1536),
+            ("gte-Qwen1.5-7B-instruct", 4096),
+        )
+    ),
+    *(
+        ModelSpec(
+            name=name,
+            kind="llm_embedder",
+            pooling="last_token",
+            query_instruction_format="Instruct: {}\nQuery: {}",
+            dim=4096,
+            max_length=4096,
+        )
+        for name in (
+            "Salesforce/SFR-Embedding-2_R",
+            "Salesforce/SFR-Embedding-Mistral",
+            "Linq-AI-Research/Linq-Embed-Mistral",
+        )
+    ),
     ModelSpec(
         name="maidalun1020/bce-embedding-base_v1",
         kind="embedder",
@@ -276,3 +374,26 @@ def lookup_folder_name(name_or_path: str | os.PathLike[str]) -> ModelSpec | None
 def list_models(kind: Kind | None = None) -> list[ModelSpec]:
     """All registered checkpoints, optionally of one kind."""
     return [m for m in MODELS if kind is None or m.kind == kind]
+
+
+TASKS: tuple[str, ...] = tuple(t[0] for t in LLM_EMBEDDER_TASKS)
+
+
+def task_instructions(name_or_path: str | os.PathLike[str], task: str) -> tuple[str, str]:
+    """``(query, passage)`` instructions of an LLM-Embedder ``task`` for a model.
+
+    A registered model uses its own task table; an unregistered one (a local folder, e.g. a fine-tuned
+    LLM-Embedder) uses LLM-Embedder's table.
+
+    Raises:
+        ValueError: an unknown task, or a registered model without task instructions.
+    """
+    spec = lookup(name_or_path)
+    if spec is None:
+        spec = ModelSpec(name=os.fspath(name_or_path), kind="embedder", task_instructions=LLM_EMBEDDER_TASKS)
+    elif not spec.task_instructions:
+        raise ValueError(
+            f"model {spec.name!r} has no task instructions (task={task!r}); pass query_instruction and "
+            "passage_instruction instead, or use BAAI/llm-embedder"
+        )
+    return spec.task_instruction(task)

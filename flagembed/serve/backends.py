@@ -294,6 +294,7 @@ def load_host(
     max_tokens_per_batch: int | None = None,
     max_length: int | None = None,
     trust_remote_code: bool = False,
+    task: str | None = None,
 ) -> ModelHost:
     """Load the embedding model (dense ``Embedder`` or ``M3Embedder``) and an optional reranker.
 
@@ -308,6 +309,8 @@ def load_host(
     common["trust_remote_code"] = trust_remote_code  # the user's consent; never taken from the registry
     if max_length is not None:
         common["max_length"] = max_length
+    if task is not None:  # LLM-Embedder task instructions
+        common["task"] = task
     resolved = kind if kind != "auto" else detect_kind(model, _try_resolve(model, resolve_model_path))
     if resolved == "m3":
         from flagembed.inference import M3Embedder

@@ -157,6 +157,7 @@ def run_server(
     max_tokens_per_batch: int | None = None,
     log_level: str = "info",
     trust_remote_code: bool = False,
+    task: str | None = None,
 ) -> None:
     """Load the models and serve them until interrupted (what ``flagembed serve`` runs).
 
@@ -180,6 +181,7 @@ def run_server(
         batch_size=batch_size,
         max_tokens_per_batch=max_tokens_per_batch,
         trust_remote_code=trust_remote_code,
+        task=task,
     )
     app = create_app(
         models,

@@ -11,6 +11,15 @@ from flagembed.train.export import write_sentence_transformers_config
 from flagembed.train.finetune import FinetuneResult, build_trainer, finetune_embedder
 from flagembed.train.losses import contrastive_loss, embedder_loss, kl_div_loss, m3_kd_loss
 from flagembed.train.mining import MiningStats, mine_hard_negatives
+from flagembed.train.reranker_calibration import fit_calibration, fit_sigmoid, write_calibration  # noqa: I001
+from flagembed.train.reranker_config import (
+    RerankerDataArguments,
+    RerankerModelArguments,
+    RerankerTrainingArguments,
+    parse_reranker_args,
+)
+from flagembed.train.reranker_losses import group_ce_loss, layerwise_loss, reranker_loss, soft_ce_loss
+from flagembed.train.reranker_trainer import RerankerFinetuneResult, finetune_reranker
 from flagembed.train.teacher import add_teacher_scores, load_teacher
 from flagembed.train.trainer import EmbedderTrainer
 
@@ -35,4 +44,18 @@ __all__ = [
     "mine_hard_negatives",
     "parse_finetune_args",
     "write_sentence_transformers_config",
+    # rerankers
+    "RerankerDataArguments",
+    "RerankerFinetuneResult",
+    "RerankerModelArguments",
+    "RerankerTrainingArguments",
+    "finetune_reranker",
+    "fit_calibration",
+    "fit_sigmoid",
+    "group_ce_loss",
+    "layerwise_loss",
+    "parse_reranker_args",
+    "reranker_loss",
+    "soft_ce_loss",
+    "write_calibration",
 ]

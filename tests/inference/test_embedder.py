@@ -165,7 +165,7 @@ def test_quantized_outputs(tiny_bert):
 
 
 def test_fp16_on_cpu_warns_and_uses_fp32(tiny_bert):
-    with pytest.warns(UserWarning, match="half precision"):
+    with pytest.warns(UserWarning, match="fp16 was asked for on CPU"):
         import flagembed.engine.devices as devices
 
         devices._warned_cpu_half = False

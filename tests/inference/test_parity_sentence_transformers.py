@@ -10,7 +10,7 @@ def test_minilm_equals_sentence_transformers(minilm_path, scifact_texts):
     from flagembed import Embedder
 
     texts = scifact_texts[:600]
-    ours = Embedder("all-MiniLM-L6-v2", device="cpu", batch_size=64).encode(texts)
+    ours = Embedder("all-MiniLM-L6-v2", device="cpu", dtype="fp32", batch_size=64).encode(texts)
     ref = st.SentenceTransformer(str(minilm_path), device="cpu").encode(
         texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=False
     )

@@ -79,7 +79,7 @@ def test_matches_sentence_transformers_cross_encoder(bert_ce: Path) -> None:
     st = pytest.importorskip("sentence_transformers")
     ce = st.CrossEncoder(str(bert_ce), device="cpu", max_length=128)
     want = ce.predict(PAIRS, activation_fn=torch.nn.Identity(), convert_to_numpy=True)
-    got = Reranker(bert_ce, device="cpu").compute_score(PAIRS)
+    got = Reranker(bert_ce, device="cpu", dtype="fp32").compute_score(PAIRS)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 

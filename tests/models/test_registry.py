@@ -52,6 +52,10 @@ def test_rows_needing_remote_code():
         "Alibaba-NLP/gte-base-en-v1.5",
         "Alibaba-NLP/gte-large-en-v1.5",
         "Alibaba-NLP/gte-multilingual-base",
+        "Alibaba-NLP/gte-Qwen2-7B-instruct",
+        "Alibaba-NLP/gte-Qwen2-1.5B-instruct",
+        "Alibaba-NLP/gte-Qwen1.5-7B-instruct",
+        "BAAI/bge-code-v1",
         "BAAI/bge-reranker-v2-minicpm-layerwise",
         "BAAI/bge-reranker-v2.5-gemma2-lightweight",
     }

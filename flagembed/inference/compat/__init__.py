@@ -7,6 +7,7 @@ worker process each for dense embedding (errors re-raised, a dead worker fails t
 the rerankers use the first device for now.
 """
 
+from flagembed.inference.compat.decoders import FlagICLModel, FlagLLMModel, FlagPseudoMoEModel
 from flagembed.inference.compat.embedders import BGEM3FlagModel, FlagAutoModel, FlagModel
 from flagembed.inference.compat.rerankers import (
     FlagAutoReranker,
@@ -15,14 +16,19 @@ from flagembed.inference.compat.rerankers import (
     LayerWiseFlagLLMReranker,
     LightWeightFlagLLMReranker,
 )
+from flagembed.inference.compat.visual import Visualized_BGE
 
 __all__ = [
     "BGEM3FlagModel",
     "FlagAutoModel",
     "FlagAutoReranker",
+    "FlagICLModel",
+    "FlagLLMModel",
     "FlagLLMReranker",
     "FlagModel",
+    "FlagPseudoMoEModel",
     "FlagReranker",
     "LayerWiseFlagLLMReranker",
     "LightWeightFlagLLMReranker",
+    "Visualized_BGE",
 ]

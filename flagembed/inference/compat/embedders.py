@@ -23,7 +23,16 @@ def _dtype(use_fp16: bool, use_bf16: bool, devices: Any = None) -> str:
     return "bf16" if use_bf16 else ("fp16" if use_fp16 else "fp32")
 
 
-_PASSTHROUGH = ("revision", "token", "local_files_only", "max_tokens_per_batch")
+# ``dtype`` (flagembed's own spelling) overrides the reference's use_fp16/use_bf16 flags, e.g. dtype="bf16" on CPU
+_PASSTHROUGH = (
+    "revision",
+    "token",
+    "local_files_only",
+    "max_tokens_per_batch",
+    "pad_to_multiple_of",
+    "dtype",
+    "num_threads",
+)
 
 
 def _reference_embedder_args(
@@ -272,7 +281,17 @@ class BGEM3FlagModel(M3Embedder):
 
 # model_class values accepted by FlagAutoModel.from_finetuned, mapped to flagembed classes.
 _EMBEDDER_CLASSES: dict[str, type[Embedder]] = {"encoder-only-base": FlagModel, "encoder-only-m3": BGEM3FlagModel}
-_KIND_TO_CLASS = {"embedder": "encoder-only-base", "m3": "encoder-only-m3"}
+_KIND_TO_CLASS = {
+    "embedder": "encoder-only-base",
+    "m3": "encoder-only-m3",
+    "llm_embedder": "decoder-only-base",
+    "icl_embedder": "decoder-only-icl",
+}
+
+
+def register_embedder_class(name: str, cls: type[Embedder]) -> None:
+    """Make ``cls`` available to ``FlagAutoModel.from_finetuned(model_class=name)``."""
+    _EMBEDDER_CLASSES[name] = cls
 
 
 class FlagAutoModel:
@@ -304,6 +323,7 @@ class FlagAutoModel:
         that ship their own code (e.g. ``Alibaba-NLP/gte-base-en-v1.5``) need ``trust_remote_code=True``.
         """
         spec = lookup_folder_name(model_name_or_path)
+        by_name = model_class is None  # the reference uses its table's format only when it picked the class
         if model_class is None:
             if spec is None or spec.kind not in _KIND_TO_CLASS:
                 known = "registered" if spec else "unknown"
@@ -320,13 +340,18 @@ class FlagAutoModel:
             use_fp16=use_fp16,
             use_bf16=use_bf16,
             query_instruction_for_retrieval=query_instruction_for_retrieval,
-            query_instruction_format=query_instruction_format or "{}{}",
+            query_instruction_format=query_instruction_format
+            or (spec.query_instruction_format if by_name and spec else "{}{}"),
             devices=devices,
-            pooling_method=pooling_method or (spec.pooling if spec and spec.pooling else "cls"),
+            pooling_method=pooling_method or (spec.pooling if spec and spec.pooling else _default_pooling(model_class)),
             trust_remote_code=bool(trust_remote_code),
             truncate_dim=truncate_dim,
             **kwargs,
         )
+
+
+def _default_pooling(model_class: str) -> str:
+    return "last_token" if model_class.startswith("decoder-only") else "cls"
 
 
 # ---------------------------------------------------------------------------------------------- rerankers

@@ -13,7 +13,8 @@ from flagembed.inference.llm_reranker import LLMReranker
 from flagembed.inference.reranker import Reranker
 from flagembed.models.registry import lookup_folder_name
 
-_RERANK_PASSTHROUGH = ("revision", "token", "local_files_only", "max_tokens_per_batch", "show_progress")
+# ``dtype`` (flagembed's own spelling) overrides the reference's use_fp16/use_bf16 flags, e.g. dtype="bf16" on CPU
+_RERANK_PASSTHROUGH = ("revision", "token", "local_files_only", "max_tokens_per_batch", "show_progress", "dtype")
 
 
 def _reranker_kwargs(kwargs: dict[str, Any], devices: Any, dtype: str, cache_dir: str | None, remote: bool) -> dict:
@@ -132,9 +133,10 @@ class FlagLLMReranker(LLMReranker):
 
 
 def _layerwise_init(obj: Any, cls: type, model: Any, use_fp16: bool, use_bf16: bool, **kw: Any) -> None:
-    # the reference: "use_bf16 and use_fp16 cannot both be False" -> fp16 (only on accelerators here)
-    dtype = "bf16" if use_bf16 else "fp16"
-    common = _reranker_kwargs(kw.pop("kwargs"), kw.pop("devices"), dtype, kw.pop("cache_dir"), kw.pop("remote"))
+    # the reference: "use_bf16 and use_fp16 cannot both be False" -> fp16 (only on accelerators; fp32 on CPU)
+    devices = kw.pop("devices")
+    dtype = _dtype(use_fp16=not use_bf16, use_bf16=use_bf16, devices=devices)
+    common = _reranker_kwargs(kw.pop("kwargs"), devices, dtype, kw.pop("cache_dir"), kw.pop("remote"))
     cls.__init__(obj, model, **kw, **common)
 
 
