@@ -92,7 +92,7 @@ def train_base(model, args, g) -> list[float]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step(), opt.zero_grad(), sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % max(1, args.base_steps // 10) == 0:
             print(f"  base step {step + 1}: loss {sum(losses[-50:]) / len(losses[-50:]):.3f}", flush=True)
     return losses
@@ -112,7 +112,7 @@ def train_beacon(beacon: BeaconModel, args, g) -> list[float]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(), opt.zero_grad(), sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % max(1, args.beacon_steps // 10) == 0:
             print(f"  beacon step {step + 1}: loss {sum(losses[-20:]) / len(losses[-20:]):.3f}", flush=True)
     beacon.eval()
@@ -185,13 +185,22 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=50, help="prompts per length")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--base-cache", type=Path, default=None, help="reuse (or save) the stage-1 base in this folder")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
     base = build_model(args.layers, args.hidden, args.seed)
     print(f"stage 1: base ({sum(p.numel() for p in base.parameters()):,} params) on prompts <= {args.window} tokens")
-    base_losses = train_base(base, args, g)
+    if args.base_cache and (args.base_cache / "config.json").is_file():
+        from transformers import LlamaForCausalLM
+
+        base, base_losses = LlamaForCausalLM.from_pretrained(args.base_cache), [float("nan")] * 50
+        print(f"  loaded the trained base from {args.base_cache}")
+    else:
+        base_losses = train_base(base, args, g)
+        if args.base_cache:
+            base.save_pretrained(args.base_cache)
     t1 = time.time()
     settings = BeaconSettings(window=args.window, stride=args.window, ratio=(args.ratio,))
     beacon = BeaconModel(copy.deepcopy(base), settings)
