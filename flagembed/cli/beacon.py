@@ -41,11 +41,26 @@ def beacon_train(
 
     try:
         cfg = BeaconTrainConfig(
-            model=model, train_data=[str(p) for p in train_data], output_dir=str(output), window=window,
-            stride=stride, ratio=tuple(ratio), ratio_mix=ratio_mix, pos=pos, attn=attn, sink_size=sink_size,
-            param=tuple(param), min_length=min_length, max_length=max_length, learning_rate=learning_rate,
-            num_train_epochs=epochs, max_steps=max_steps, gradient_checkpointing=gradient_checkpointing,
-            save_steps=save_steps, seed=seed, bf16=bf16,
+            model=model,
+            train_data=[str(p) for p in train_data],
+            output_dir=str(output),
+            window=window,
+            stride=stride,
+            ratio=tuple(ratio),
+            ratio_mix=ratio_mix,
+            pos=pos,
+            attn=attn,
+            sink_size=sink_size,
+            param=tuple(param),
+            min_length=min_length,
+            max_length=max_length,
+            learning_rate=learning_rate,
+            num_train_epochs=epochs,
+            max_steps=max_steps,
+            gradient_checkpointing=gradient_checkpointing,
+            save_steps=save_steps,
+            seed=seed,
+            bf16=bf16,
         )
         result = train_beacon(cfg, resume_from_checkpoint=True if resume == "latest" else resume)
     except (ValueError, TypeError, FileNotFoundError) as exc:

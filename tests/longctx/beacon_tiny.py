@@ -18,8 +18,16 @@ def tiny_lm(kind: str = "llama", attn: str = "eager", seed: int = 0, **extra):
     )
 
     common = dict(
-        vocab_size=256, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
-        intermediate_size=128, eos_token_id=2, bos_token_id=1, pad_token_id=0, max_position_embeddings=512,
+        vocab_size=256,
+        hidden_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=128,
+        eos_token_id=2,
+        bos_token_id=1,
+        pad_token_id=0,
+        max_position_embeddings=512,
         tie_word_embeddings=False,
     )
     common.update(extra)

@@ -202,3 +202,24 @@ def test_checkpoint_names_round_trip(tmp_path):
     fresh = load_beacon_model(tmp_path, ratio=(2,), param=("q", "k", "v", "o"))  # o missing: copied from o_proj
     attn = fresh.model.model.layers[0].self_attn
     torch.testing.assert_close(attn.beacon_o_proj.weight, attn.o_proj.weight)
+
+
+def test_memory_reset_resets_the_whole_sequence_and_harness_calls_work():
+    from flagembed.longctx.harness.runner import generate_text, reset_memory, sequence_loss
+
+    model = _beacon(tiny_lm("llama"), window=8, stride=8, ratio=(4,))
+    x = ids(30)
+    a = model(input_ids=x, reset=False).logits[:, -1]
+    model.memory.reset()  # what the harness calls between examples
+    assert model.session.length == 0 and model.session.planner.total == 0
+    torch.testing.assert_close(model(input_ids=x, reset=False).logits[:, -1], a, atol=0, rtol=0)
+    reset_memory(model)
+    loss, count = sequence_loss(model, x[0].tolist(), x[0].tolist())
+    assert count == 29 and loss == pytest.approx(float(model(input_ids=x, labels=x).loss), abs=1e-6)
+
+    class Tok:
+        def decode(self, toks, skip_special_tokens=True):
+            return " ".join(map(str, toks))
+
+    text = generate_text(model, Tok(), x[0].tolist(), 3)
+    assert text == " ".join(map(str, model.generate(input_ids=x, max_new_tokens=3)[0, 30:].tolist()))

@@ -53,12 +53,24 @@ def test_chat_labels_on_assistant_turns_only(tiny_dir):
     from flagembed.longctx.beacon.data import chat_row
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)
-    row = chat_row(tok, [{"role": "user", "content": "w1 w2"}, {"role": "assistant", "content": "w3 w4"},
-                         {"role": "user", "content": "w5"}, {"role": "assistant", "content": "ok"}])
+    row = chat_row(
+        tok,
+        [
+            {"role": "user", "content": "w1 w2"},
+            {"role": "assistant", "content": "w3 w4"},
+            {"role": "user", "content": "w5"},
+            {"role": "assistant", "content": "ok"},
+        ],
+    )
     ids, labels = row["input_ids"], row["labels"]
     text = tok.apply_chat_template(
-        [{"role": "user", "content": "w1 w2"}, {"role": "assistant", "content": "w3 w4"},
-         {"role": "user", "content": "w5"}, {"role": "assistant", "content": "ok"}], tokenize=False
+        [
+            {"role": "user", "content": "w1 w2"},
+            {"role": "assistant", "content": "w3 w4"},
+            {"role": "user", "content": "w5"},
+            {"role": "assistant", "content": "ok"},
+        ],
+        tokenize=False,
     )
     assert ids == tok(text, add_special_tokens=False)["input_ids"]
     labelled = tok.convert_ids_to_tokens([i for i, lab in zip(ids, labels) if lab != -100])
@@ -71,8 +83,16 @@ def test_train_resume_and_cli(tiny_dir, tmp_path):
 
     data = _data(tmp_path / "train.jsonl")
     cfg = BeaconTrainConfig(
-        model=str(tiny_dir), train_data=[str(data)], output_dir=str(tmp_path / "out"), window=8, ratio=(2, 4),
-        max_steps=3, save_steps=2, learning_rate=1e-2, gradient_checkpointing=True, logging_steps=1,
+        model=str(tiny_dir),
+        train_data=[str(data)],
+        output_dir=str(tmp_path / "out"),
+        window=8,
+        ratio=(2, 4),
+        max_steps=3,
+        save_steps=2,
+        learning_rate=1e-2,
+        gradient_checkpointing=True,
+        logging_steps=1,
         eval_data=[str(data)],
     )
     result = train_beacon(cfg)
@@ -94,11 +114,45 @@ def test_train_resume_and_cli(tiny_dir, tmp_path):
 
     from flagembed.cli import app
 
-    res = CliRunner().invoke(app, ["beacon", "train", "--model", str(tiny_dir), "--train-data", str(data), "--output",
-                                   str(tmp_path / "cli"), "--window", "8", "--ratio", "4", "--max-steps", "1"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "beacon",
+            "train",
+            "--model",
+            str(tiny_dir),
+            "--train-data",
+            str(data),
+            "--output",
+            str(tmp_path / "cli"),
+            "--window",
+            "8",
+            "--ratio",
+            "4",
+            "--max-steps",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "trained 1 steps" in res.output
     short = _data(tmp_path / "short.jsonl", n_words=5)
-    res = CliRunner().invoke(app, ["beacon", "train", "--model", str(tiny_dir), "--train-data", str(short), "--output",
-                                   str(tmp_path / "cli2"), "--window", "8", "--ratio", "4", "--max-steps", "1"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "beacon",
+            "train",
+            "--model",
+            str(tiny_dir),
+            "--train-data",
+            str(short),
+            "--output",
+            str(tmp_path / "cli2"),
+            "--window",
+            "8",
+            "--ratio",
+            "4",
+            "--max-steps",
+            "1",
+        ],
+    )
     assert res.exit_code == 2 and "min_length" in res.output

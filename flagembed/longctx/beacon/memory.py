@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from flagembed.longctx.beacon.planner import RAW, StepPlan
@@ -14,9 +16,16 @@ class BeaconMemory:
 
     def __init__(self, num_layers: int) -> None:
         self.num_layers = num_layers
+        self.on_reset: Callable[[], None] | None = None  # set by the session owning this memory
         self.reset()
 
     def reset(self) -> None:
+        """Empty every layer (and reset the owning session's planner and token buffer)."""
+        self.clear()
+        if self.on_reset is not None:
+            self.on_reset()
+
+    def clear(self) -> None:
         self.sink: list[KV | None] = [None] * self.num_layers
         self.beacon: list[KV | None] = [None] * self.num_layers
         self.raw: list[KV | None] = [None] * self.num_layers

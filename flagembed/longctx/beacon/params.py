@@ -63,7 +63,10 @@ def attach_beacon_params(model: nn.Module, settings: BeaconSettings) -> None:
                 continue
             src: nn.Linear = getattr(attn, f"{p}_proj")
             copy = nn.Linear(
-                src.in_features, src.out_features, bias=src.bias is not None, device=src.weight.device,
+                src.in_features,
+                src.out_features,
+                bias=src.bias is not None,
+                device=src.weight.device,
                 dtype=src.weight.dtype,
             )
             copy.load_state_dict({k: v.detach().clone() for k, v in src.state_dict().items()})

@@ -11,15 +11,13 @@ from flagembed.longctx.beacon.memory import BeaconMemory
 from flagembed.longctx.beacon.params import decoder
 from flagembed.longctx.beacon.planner import BeaconSettings, Planner
 from flagembed.longctx.beacon.runner import run_step
+from flagembed.longctx.loss import chunked_causal_lm_loss
 
 
 def _sum_loss(hidden: torch.Tensor, lm_head: nn.Module, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token CE of rows ``hidden`` [N, H] against their own (pre-shifted) ``labels`` [N]."""
-    try:
-        from flagembed.longctx.loss import chunked_causal_lm_loss
-    except ImportError:  # before the chunked loss lands: the rows are already selected, so logits are [N, V]
-        return nn.functional.cross_entropy(lm_head(hidden).float(), labels, reduction="sum")
-    # HF convention (labels unshifted): pair row i with label i+1 by a leading -100 and a trailing dummy row
+    """Summed next-token CE of rows ``hidden`` [N, H] against their own (pre-shifted) ``labels`` [N], chunked
+    over the vocabulary by ``chunked_causal_lm_loss`` (HF convention: a leading -100 and a trailing dummy row
+    pair row i with label i)."""
     pad_h = torch.cat([hidden, hidden[-1:]], dim=0)[None]
     pad_l = torch.cat([labels.new_full((1,), -100), labels])[None]
     return chunked_causal_lm_loss(pad_h, lm_head, pad_l, reduction="sum")
@@ -42,11 +40,14 @@ class BeaconSession:
         self.memory = BeaconMemory(len(decoder(model).layers))
         self.planner = Planner(settings, training=training)
         self.gradient_checkpointing = False
+        self.memory.on_reset = self._forget  # model.memory.reset() (what harnesses call) resets the whole sequence
         self.reset()
 
     def reset(self) -> None:
         """Forget the sequence: memory, planner (ratio RNG reseeded) and token buffer."""
         self.memory.reset()
+
+    def _forget(self) -> None:
         self.planner.reset()
         self.ids: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
@@ -55,9 +56,7 @@ class BeaconSession:
     def length(self) -> int:
         return 0 if self.ids is None else self.ids.shape[1]
 
-    def feed(
-        self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, logits: str = "step"
-    ) -> StepOutput:
+    def feed(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None, logits: str = "step") -> StepOutput:
         """Append ``input_ids`` [B, n] (labels unshifted, HF convention) and run the steps; ``logits`` is
         "step" (the last step's raw tokens), "last" (its last token) or "none"."""
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:

@@ -58,8 +58,15 @@ class BeaconTrainConfig:
 
     def settings(self) -> BeaconSettings:
         return BeaconSettings(
-            window=self.window, stride=self.stride or self.window, ratio=tuple(self.ratio), ratio_mix=self.ratio_mix,
-            pos=self.pos, attn=self.attn, sink_size=self.sink_size, param=tuple(self.param), seed=self.seed,
+            window=self.window,
+            stride=self.stride or self.window,
+            ratio=tuple(self.ratio),
+            ratio_mix=self.ratio_mix,
+            pos=self.pos,
+            attn=self.attn,
+            sink_size=self.sink_size,
+            param=tuple(self.param),
+            seed=self.seed,
         )  # type: ignore[arg-type]
 
 
@@ -147,8 +154,12 @@ def train_beacon(cfg: BeaconTrainConfig, resume_from_checkpoint: str | bool | No
         use_cpu=not torch.cuda.is_available(),
     )
     trainer = BeaconTrainer(
-        model=model, args=args, train_dataset=_Rows(rows), eval_dataset=_Rows(eval_rows) if eval_rows else None,
-        data_collator=collate, beacon_settings=settings,
+        model=model,
+        args=args,
+        train_dataset=_Rows(rows),
+        eval_dataset=_Rows(eval_rows) if eval_rows else None,
+        data_collator=collate,
+        beacon_settings=settings,
     )
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     model.config.update(settings.to_config())
