@@ -81,6 +81,7 @@ def _in_process(rr):
     return fake
 
 
+@pytest.mark.slow
 def test_llm_rerankers_split_and_join_in_order(tmp_path: Path) -> None:
     """LLM, layerwise and lightweight rerankers route several-device calls through their pool, order kept."""
     from flagembed.inference import LightweightReranker
