@@ -12,8 +12,9 @@ from flagembed.cli.common import Device, DType, TrustRemoteCode, emit_table, fai
 
 def embed(
     model: str = typer.Option(..., "--model", "-m", help="Model name, hub id or local folder."),
-    input: Path = typer.Option(
-        ..., "--input", "-i", help="A .txt file (one text per line) or .jsonl (text or title+text)."
+    input: str = typer.Option(
+        ..., "--input", "-i", help="A .txt file (one text per line) or .jsonl (text or title+text); --ray: files, "
+        "folders or object-store URIs (comma-separated) of JSONL/Parquet.",
     ),
     output: Path = typer.Option(
         ..., "--output", "--out", "-o", help="Where to write the .npy array (- for standard output)."
@@ -59,23 +60,24 @@ def embed(
                               "max_length": max_length, "truncate_dim": truncate_dim, "dtype": dtype,
                               "trust_remote_code": trust_remote_code})  # fmt: skip
         return
+    source = Path(input)
     from flagembed.inference import Embedder
     from flagembed.inference.inputs import as_corpus_list
 
     try:
         check_output_file(output)  # before the model loads: a bad destination fails in a second
-        texts = read_texts(input, field=field, keep_blank=True)
-        if input.suffix not in (".jsonl", ".json") and not keep_blank:
+        texts = read_texts(source, field=field, keep_blank=True)
+        if source.suffix not in (".jsonl", ".json") and not keep_blank:
             lines, texts = len(texts), [t for t in texts if t.strip()]
             if len(texts) < lines:
                 blank = lines - len(texts)
                 typer.echo(
-                    f"note: skipped {blank} blank line(s) of {input}; output rows follow the non-blank lines "
+                    f"note: skipped {blank} blank line(s) of {source}; output rows follow the non-blank lines "
                     "(--keep-blank keeps row i = line i)",
                     err=True,
                 )
         if not texts:
-            typer.echo(f"warning: {input} holds no texts; writing an empty array", err=True)
+            typer.echo(f"warning: {source} holds no texts; writing an empty array", err=True)
         if queries:  # title+text records become one query string each
             texts = as_corpus_list(texts)[0]
         emb = Embedder(
@@ -106,14 +108,15 @@ def embed(
 
 
 def _embed_ray(
-    model: str, input: Path, output: Path, address: Optional[str], actors: int, cpus: Optional[float], gpus: float,
+    model: str, input: str, output: Path, address: Optional[str], actors: int, cpus: Optional[float], gpus: float,
     shard_size: int, overwrite: bool, progress: Optional[bool], kwargs: dict,
 ) -> None:  # fmt: skip
     from flagembed.distributed import EncodeJobError, EncodeStalledError, ShardError, encode_corpus
 
     try:
+        inputs = [p.strip() for p in input.split(",") if p.strip()]  # URIs stay as typed (no Path folding)
         report = encode_corpus(
-            model, input, output, address=address, num_actors=actors, cpus_per_actor=cpus, gpus_per_actor=gpus,
+            model, inputs, output, address=address, num_actors=actors, cpus_per_actor=cpus, gpus_per_actor=gpus,
             shard_size=shard_size, overwrite=overwrite, show_progress=progress,
             model_kwargs={k: v for k, v in kwargs.items() if v is not None},
         )  # fmt: skip

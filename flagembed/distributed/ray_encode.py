@@ -331,33 +331,35 @@ def _consume(
     threading.Thread(target=drive, name="flagembed-ray-encode", daemon=True).start()
     total, done, rows = len(manifest["shards"]) + len(pending), len(manifest["shards"]), 0
     last_write = 0.0
-    with progress_bar(len(pending), show_progress, "Encoding shards", unit="shard", min_items=2) as bar:
-        while True:
-            try:
-                item = results.get(timeout=stall_timeout)
-            except queue.Empty:
-                raise EncodeStalledError(
-                    f"no shard finished in {stall_timeout:g} s ({done}/{total} done): the actor pool is stalled "
-                    "(starved of CPUs/GPUs or hung); check `ray status`, lower num_actors or cpus_per_actor"
-                ) from None
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise EncodeJobError(f"distributed encoding failed: {_root_message(item)}") from item
-            shard = by_index[int(item["shard"])]
-            digest = write_shard(out, shard.name, item["data"])
-            entry = {**shard.to_dict(), "count": int(item["rows"]), "sha256": digest, "bytes": len(item["data"])}
-            manifest["shards"][shard.name] = entry
-            done, rows = done + 1, rows + int(item["rows"])
-            if time.monotonic() - last_write > 2:  # the manifest is rewritten at most every 2 s (and at the end)
-                write_manifest(out, manifest)
-                last_write = time.monotonic()
-            bar.update(1)
-            logger.info("shard %s done (%d/%d)", shard.name, done, total)
-            if on_progress is not None:
-                on_progress(done, total)
+    try:
+        with progress_bar(len(pending), show_progress, "Encoding shards", unit="shard", min_items=2) as bar:
+            while True:
+                try:
+                    item = results.get(timeout=stall_timeout)
+                except queue.Empty:
+                    raise EncodeStalledError(
+                        f"no shard finished in {stall_timeout:g} s ({done}/{total} done): the actor pool is stalled "
+                        "(starved of CPUs/GPUs or hung); check `ray status`, lower num_actors or cpus_per_actor"
+                    ) from None
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise EncodeJobError(f"distributed encoding failed: {_root_message(item)}") from item
+                shard = by_index[int(item["shard"])]
+                digest = write_shard(out, shard.name, item["data"])
+                entry = {**shard.to_dict(), "count": int(item["rows"]), "sha256": digest, "bytes": len(item["data"])}
+                manifest["shards"][shard.name] = entry
+                done, rows = done + 1, rows + int(item["rows"])
+                if time.monotonic() - last_write > 2:  # the manifest is rewritten at most every 2 s (and at the end)
+                    write_manifest(out, manifest)
+                    last_write = time.monotonic()
+                bar.update(1)
+                logger.info("shard %s done (%d/%d)", shard.name, done, total)
+                if on_progress is not None:
+                    on_progress(done, total)
+    finally:  # what finished is recorded even when the job fails: a re-run skips it
+        write_manifest(out, manifest)
     missing = [s.name for s in pending if s.name not in manifest["shards"]]
-    write_manifest(out, manifest)
     if missing:
         raise EncodeJobError(f"the pool finished without {len(missing)} shard(s), e.g. {missing[0]}; re-run to retry")
     return rows

@@ -19,12 +19,17 @@ from flagembed.engine.pool import WorkerPool, WorkerPoolError
 
 
 def remember_init(init: Callable[..., None]) -> Callable[..., None]:
-    """Decorate ``__init__`` to keep the outermost call's arguments, so workers can rebuild the same object."""
+    """Decorate ``__init__`` to keep the outermost decorated call's class and arguments for the workers.
+
+    A subclass whose own ``__init__`` is decorated records its own arguments; an undecorated wrapper class
+    (the FlagEmbedding-compatible names) records the base class and the arguments it translated to.
+    """
 
     @functools.wraps(init)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
-        if "_init_call" not in self.__dict__:  # a subclass' __init__ ran first: it holds every argument
-            self._init_call = (args, dict(kwargs))
+        if "_init_call" not in self.__dict__:  # the first decorated __init__ to run holds every argument
+            cls = next(c for c in type(self).__mro__ if c.__dict__.get("__init__") is wrapper)
+            self._init_call = (cls, args, dict(kwargs))
         init(self, *args, **kwargs)
 
     return wrapper
@@ -41,11 +46,11 @@ class DevicePool:
     """
 
     def __init__(self, owner: Any, devices: Sequence[Any], path: Any, **overrides: Any) -> None:
-        args, kwargs = owner.__dict__.get("_init_call", ((path,), {}))
+        cls, args, kwargs = owner.__dict__.get("_init_call", (type(owner), (path,), {}))
         kwargs = {**kwargs, **overrides, "show_progress": False}
         kwargs.pop("device", None)
         self.devices = [str(d) for d in devices]
-        self.factory = functools.partial(type(owner), str(path), *args[1:], **kwargs)
+        self.factory = functools.partial(cls, str(path), *args[1:], **kwargs)
         self._pool: WorkerPool | None = None
 
     def wants(self, n: int) -> bool:

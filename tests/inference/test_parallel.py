@@ -81,6 +81,7 @@ def _in_process(rr):
     return fake
 
 
+@pytest.mark.slow
 def test_llm_rerankers_split_and_join_in_order(tmp_path: Path) -> None:
     """LLM, layerwise and lightweight rerankers route several-device calls through their pool, order kept."""
     from flagembed.inference import LightweightReranker
@@ -104,3 +105,7 @@ def test_pool_factory_rebuilds_the_same_class_and_arguments(tmp_path: Path) -> N
     assert factory.func is LayerwiseReranker and factory.args == (str(rr.path),)
     assert factory.keywords["cutoff_layers"] == [2] and factory.keywords["prompt"] == "relevant?"
     assert factory.keywords["show_progress"] is False and "device" not in factory.keywords
+    from flagembed import LayerWiseFlagLLMReranker
+
+    compat = LayerWiseFlagLLMReranker(str(path), devices="cpu", cutoff_layers=[2])
+    assert compat._parallel.factory.func is LayerwiseReranker  # workers get the translated arguments, not FE's
