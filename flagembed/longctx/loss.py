@@ -39,6 +39,7 @@ def chunked_causal_lm_loss(
     chunk_size: int = 4096,
     reduction: Literal["mean", "sum"] = "mean",
     num_items: int | Tensor | None = None,
+    shift: bool = True,
 ) -> Tensor:
     """Next-token cross-entropy of ``lm_head(hidden)`` against ``labels``, chunked over the sequence.
 
@@ -51,6 +52,8 @@ def chunked_causal_lm_loss(
         reduction: ``"mean"`` over the counted (non -100) targets, or ``"sum"``.
         num_items: divide the sum by this instead of the local count (gradient accumulation across micro
             batches, as HF's ``num_items_in_batch``); only with ``reduction="mean"``.
+        shift: False when ``labels`` are already aligned with the positions (``labels[t]`` is the target of
+            position ``t``, e.g. the beacon trainer's pre-shifted labels).
 
     Returns:
         A scalar tensor. With no counted target the mean is 0 (and its gradient is zero), not NaN.
@@ -66,7 +69,7 @@ def chunked_causal_lm_loss(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-    targets = shift_labels(labels).reshape(-1)
+    targets = (shift_labels(labels) if shift else labels).reshape(-1)
     flat = hidden.reshape(-1, hidden.shape[-1])
     keep = (targets != IGNORE_INDEX).nonzero(as_tuple=True)[0]  # positions without a target cost nothing
     flat, targets = flat.index_select(0, keep), targets.index_select(0, keep)

@@ -47,6 +47,13 @@ def test_sum_and_num_items():
     assert torch.allclose(chunked_causal_lm_loss(hidden, head, labels, num_items=2 * n), mean / 2, atol=1e-6)
 
 
+def test_pre_shifted_labels():
+    hidden, head, labels = _case(4)
+    shifted = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], dim=1)
+    ref = chunked_causal_lm_loss(hidden, head, labels, chunk_size=5)
+    assert torch.allclose(chunked_causal_lm_loss(hidden, head, shifted, chunk_size=5, shift=False), ref)
+
+
 def test_no_target_gives_zero_not_nan():
     hidden, head, labels = _case(2)
     labels[:] = -100
