@@ -73,7 +73,7 @@ def draw(combo: tuple[int, int, int], rng: random.Random) -> Image.Image:
     return img
 
 
-def build_text_model(folder: Path, seed: int) -> Path:
+def build_text_model(folder: Path, seed: int, width: int = 32, init_range: float = 0.02) -> Path:
     """A tiny random BERT whose word-level vocabulary holds every caption word."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
@@ -82,8 +82,8 @@ def build_text_model(folder: Path, seed: int) -> Path:
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     tok = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=width, num_hidden_layers=2, num_attention_heads=width // 16,
+                     intermediate_size=2 * width, max_position_embeddings=64, initializer_range=init_range)  # fmt: skip
     BertModel(cfg).eval().save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     return folder
@@ -108,6 +108,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--width", type=int, default=32, help="BERT hidden = tower width (head size 16)")
+    ap.add_argument("--patch", type=int, default=8, help="patch size on the 48 px images")
+    ap.add_argument("--text-init", type=float, default=0.02,
+                    help="std of the random BERT's weights (larger: more distinct caption embeddings)")
     ap.add_argument("--pooling", default="cls", choices=["cls", "mean"])
     ap.add_argument("--train-text-tower", action="store_true", help="also train BGE (the recipe freezes it)")
     ap.add_argument("--seed", type=int, default=0)
@@ -123,8 +127,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     train, held = combos()
     tmp = Path(tempfile.mkdtemp(prefix="visual_train_"))
-    text = build_text_model(tmp / "bert", args.seed)
-    tower = EvaConfig(image_size=SIZE, patch_size=8, width=32, depth=args.depth, heads=2, mlp_hidden=85, embed_dim=32)
+    text = build_text_model(tmp / "bert", args.seed, args.width, args.text_init)
+    tower = EvaConfig(image_size=SIZE, patch_size=args.patch, width=args.width, depth=args.depth,
+                      heads=args.width // 16, mlp_hidden=int(args.width * 2.6667), embed_dim=args.width)  # fmt: skip
     start_model = VisualEmbedder(text, vision=tower, pooling=args.pooling, device="cpu")
     start_model.model.visual.init_random(seed=args.seed)
     start = start_model.save_pretrained(tmp / "untrained")
