@@ -99,9 +99,10 @@ class VisualEmbedder(Embedder):
         name = os.fspath(model_name_or_path)
         self._reference_state = read_reference_file(model_weight) if model_weight is not None else None
         folder_cfg = read_visual_config(name) if model_weight is None and is_visual_folder(name) else None
-        if folder_cfg is not None:
-            kwargs.setdefault("pooling", folder_cfg.get("pooling"))
-            kwargs.setdefault("normalize", folder_cfg.get("normalize"))
+        if folder_cfg is not None:  # the folder's own settings unless the caller overrides them
+            for key in ("pooling", "normalize"):
+                if kwargs.get(key) is None:
+                    kwargs[key] = folder_cfg.get(key)
         super().__init__(model_name_or_path, **kwargs)
         if len(self.devices) > 1:
             raise ValueError(f"VisualEmbedder runs on one device; got {[str(d) for d in self.devices]}")

@@ -123,9 +123,11 @@ def test_reference_layout_loads_strictly_and_matches_own_folder(model, vis_bert,
         VisualEmbedder(vis_bert, model_weight=path)
 
 
-def test_own_folder_round_trip(model, tmp_path):
+def test_own_folder_round_trip(model, vis_bert, tmp_path):
     out = model.save_pretrained(tmp_path / "saved")
     again = VisualEmbedder(out)
+    mean = VisualEmbedder(vis_bert, pooling="mean").save_pretrained(tmp_path / "mean")
+    assert VisualEmbedder(mean, pooling=None).settings.pooling == "mean"  # the folder keeps its pooling
     img = [tiny_visual.draw(3)]
     np.testing.assert_array_equal(again.encode_images(img, ["red"]), model.encode_images(img, ["red"]))
     with pytest.raises(ValueError, match="not empty"):
@@ -200,8 +202,8 @@ def test_visualized_bge_alias(model, vis_bert, tmp_path):
 
 
 def test_batched_equals_one_per_call(model):
-    imgs = [tiny_visual.draw(20 + i) for i in range(5)]
-    texts = ["red", None, "the long blue cell with a protein", "", "green"]
-    batched = model.encode_images(imgs, texts, batch_size=4)
+    imgs = [tiny_visual.draw(20 + i) for i in range(3)]
+    texts = ["red", None, "the long blue cell with a protein"]
+    batched = model.encode_images(imgs, texts, batch_size=2)
     single = np.stack([model.encode_images([im], [t])[0] for im, t in zip(imgs, texts)])
     np.testing.assert_allclose(batched, single, atol=1e-6)
