@@ -113,7 +113,8 @@ def export_backbone(folder: str | os.PathLike[str], backend: str, trust_remote_c
     """
     if backend == "torch":
         raise ValueError(
-            f"{folder} is an ONNX export folder (no torch weights): load it with backend='onnx', "
+            f"{folder} is an ONNX export folder (no torch weights): load it with backend='onnx' "
+            "(backend='openvino' for an OpenVINO int8 export), "
             "or load the original checkpoint"
         )
     from transformers import AutoConfig
