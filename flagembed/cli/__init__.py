@@ -70,6 +70,9 @@ app.add_typer(_longctx.longctx_app, name="longctx")
 from flagembed.cli import beacon as _beacon  # noqa: E402
 
 app.add_typer(_beacon.beacon_app, name="beacon")
+from flagembed.cli import pretrain as _pretrain  # noqa: E402
+
+app.add_typer(_pretrain.pretrain_app, name="pretrain")
 
 
 class Interrupted(BaseException):

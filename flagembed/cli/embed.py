@@ -37,12 +37,28 @@ def embed(
     backend: str = typer.Option(
         "torch", help="torch, onnx or openvino (a folder written by flagembed export --out runs with onnx)."
     ),
-    quantize: Optional[str] = typer.Option(None, help="int8: dynamic int8 quantization (with --backend onnx)."),
+    quantize: Optional[str] = typer.Option(None, help="int8: static int8 (--backend openvino) or dynamic (onnx)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
     trust_remote_code: TrustRemoteCode = False,
+    ray: bool = typer.Option(
+        False, "--ray", help="Encode on a Ray cluster into Parquet shards under --output (a folder); resumable."
+    ),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (auto, ray://host:10001)."),
+    actors: int = typer.Option(1, "--actors", help="With --ray: actors in the pool (one per GPU, or CPU actors)."),
+    gpus_per_actor: float = typer.Option(0, "--gpus-per-actor", help="With --ray: GPUs per actor (0: CPU)."),
+    cpus_per_actor: Optional[float] = typer.Option(None, "--cpus-per-actor", help="With --ray: CPUs per actor."),
+    shard_size: int = typer.Option(10_000, "--shard-size", help="With --ray: records per shard."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --ray: replace shards of a different job."),
 ) -> None:
-    """Embed a file of texts into a .npy array."""
+    """Embed a file of texts into a .npy array (or, with --ray, a corpus into Parquet shards)."""
     from flagembed._io import check_output_file, read_texts, save_npy
+
+    if ray:
+        _embed_ray(model, input, output, address, actors, cpus_per_actor, gpus_per_actor, shard_size, overwrite,
+                   progress, {"batch_size": batch_size, "max_tokens_per_batch": max_tokens_per_batch,
+                              "max_length": max_length, "truncate_dim": truncate_dim, "dtype": dtype,
+                              "trust_remote_code": trust_remote_code})  # fmt: skip
+        return
     from flagembed.inference import Embedder
     from flagembed.inference.inputs import as_corpus_list
 
@@ -87,6 +103,26 @@ def embed(
     typer.echo(f"wrote {output} shape={tuple(vectors.shape)} dtype={vectors.dtype}", err=str(output) == "-")
     if emb.last_truncated:
         typer.echo(f"{emb.last_truncated} of {len(texts)} inputs were truncated to the max length", err=True)
+
+
+def _embed_ray(
+    model: str, input: Path, output: Path, address: Optional[str], actors: int, cpus: Optional[float], gpus: float,
+    shard_size: int, overwrite: bool, progress: Optional[bool], kwargs: dict,
+) -> None:  # fmt: skip
+    from flagembed.distributed import EncodeJobError, EncodeStalledError, ShardError, encode_corpus
+
+    try:
+        report = encode_corpus(
+            model, input, output, address=address, num_actors=actors, cpus_per_actor=cpus, gpus_per_actor=gpus,
+            shard_size=shard_size, overwrite=overwrite, show_progress=progress,
+            model_kwargs={k: v for k, v in kwargs.items() if v is not None},
+        )  # fmt: skip
+    except (ValueError, TypeError, OSError, ImportError, ShardError, EncodeJobError, EncodeStalledError) as exc:
+        fail(str(exc))
+    typer.echo(
+        f"encoded {report.rows} documents in {report.encoded} shard(s) ({report.skipped} already done) "
+        f"into {output} in {report.seconds:.1f} s"
+    )
 
 
 def demo(

@@ -38,7 +38,7 @@ def retrieval(
     rerank: Optional[str] = typer.Option(None, "--rerank", help="Reranker to rescore the top hits with."),
     rerank_top_k: int = typer.Option(100, "--rerank-top-k", help="Hits per query to rerank."),
     modes: str = typer.Option(
-        "dense", help="Comma-separated: dense, bm25, dense+bm25 (any model); sparse, colbert, hybrid (M3 needed)."
+        "dense", help="Comma-separated: dense, bm25, dense+bm25 (any model); M3: sparse, colbert, dense+sparse, hybrid."
     ),
     search_top_k: int = typer.Option(1000, "--search-top-k", help="Hits kept per query (>= every k)."),
     k_values: str = typer.Option("1,3,5,10,100,1000", "--k-values", help="Comma-separated cutoffs (<= top-k)."),

@@ -222,6 +222,87 @@ def longbench(
 __all__ = ["eval_app", "longctx_app"]
 
 
+@eval_app.command("mmlu")
+def mmlu(
+    model: str = MODEL,
+    data: Path = typer.Option(..., "--data", help="MMLU folder (test/<subject>_test.csv) or one CSV file."),
+    few_shot: int = typer.Option(0, help="Dev examples per subject in the prompt."),
+    limit: Optional[int] = typer.Option(None, help="At most this many questions per subject."),
+    out: Optional[Path] = OUT,
+    rope_theta: Optional[float] = ROPE_THETA,
+    device: Optional[str] = DEVICE,
+    dtype: str = DTYPE,
+    trust_remote_code: TrustRemoteCode = False,
+) -> None:
+    """Short-context retention: multiple-choice accuracy by answer likelihood."""
+    from flagembed.longctx.retention import eval_mmlu
+
+    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code)
+    try:
+        result = eval_mmlu(lm, tok, data, few_shot=few_shot, limit=limit)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    rows = [[s, f"{r['accuracy']:.3f}", str(r["n"])] for s, r in result["subjects"].items()]
+    emit_table(["subject", "accuracy", "n"], rows + [["all", f"{result['accuracy']:.3f}", str(result["n"])]])
+    _finish(result, out, None)
+
+
+@longctx_app.command("synth")
+def synth(
+    model: str = typer.Option(..., "--model", "-m", help="Model or tokenizer folder (lengths are its tokens)."),
+    out: Path = typer.Option(..., "--out", "--output", "-o", help="JSONL file of chat rows."),
+    n: int = typer.Option(100, "--rows", "-n", help="Number of rows."),
+    lengths: str = typer.Option("4096", help="Comma-separated context lengths in tokens."),
+    kinds: str = typer.Option("passkey,needle,kv", help="Comma-separated: passkey, needle, kv."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Synthetic long-context training rows (passkey / needle / key-value retrieval), no LLM needed."""
+    from flagembed._io import atomic_write
+    from flagembed.longctx.synthetic import synthetic_rows
+    from flagembed.models import load_tokenizer, resolve_model_path
+
+    try:
+        tok = load_tokenizer(resolve_model_path(model, kind="tokenizer"))
+        rows = synthetic_rows(tok, n, _ints(lengths, "--lengths"), [k.strip() for k in kinds.split(",")], seed=seed)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    import json
+
+    with atomic_write(out, "w") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    typer.echo(f"wrote {len(rows)} rows to {out}")
+
+
+@longctx_app.command("qa")
+def qa(
+    docs: list[Path] = typer.Option(..., "--docs", help="Long documents: .txt files or folders of them."),
+    endpoint: str = typer.Option(..., "--endpoint", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1."),
+    llm: str = typer.Option(..., "--llm", help="Model name at the endpoint."),
+    out: Path = typer.Option(..., "--out", "--output", "-o", help="JSONL file of chat rows."),
+    cache: Optional[Path] = typer.Option(None, help="JSONL response cache (default: <out>.cache.jsonl)."),
+    questions: int = typer.Option(4, help="Questions per chunk."),
+    chunk_chars: int = typer.Option(16000, help="Characters per chunk sent to the LLM."),
+    max_retries: int = typer.Option(3, help="Retries on connection errors, 429 and 5xx."),
+) -> None:
+    """Long-document QA conversations written by an OpenAI-compatible chat endpoint (API key: OPENAI_API_KEY)."""
+    import json
+
+    from flagembed._io import atomic_write
+    from flagembed.longctx.harness.prompts import read_haystack
+    from flagembed.longctx.qa_builder import ChatClient, build_qa_rows
+
+    texts = []
+    for d in docs:
+        if not d.exists():
+            fail(f"--docs: {d} does not exist")
+        texts.extend(read_haystack([f]) for f in (sorted(d.glob("*.txt")) if d.is_dir() else [d]))
+    client = ChatClient(endpoint, llm, cache=cache or out.with_suffix(".cache.jsonl"), max_retries=max_retries)
+    rows, stats = build_qa_rows(texts, client, questions=questions, chunk_chars=chunk_chars)
+    with atomic_write(out, "w") as fh:
+        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    emit_table(["item", "value"], [[k, str(v)] for k, v in stats.items()] + [["calls", str(client.calls)]])
+
+
 @longctx_app.command("extend")
 def extend_cmd(
     model: str = MODEL,

@@ -132,22 +132,42 @@ def mine(
 
 
 def score(
-    reranker: str = typer.Option(..., "--reranker", "-r", help="Teacher reranker (name or folder)."),
+    reranker: Optional[str] = typer.Option(None, "--reranker", "-r", help="Teacher reranker (name or folder)."),
+    lm: Optional[str] = typer.Option(
+        None, "--lm", help="Causal LM teacher (LLM-Embedder): score = -mean NLL of the record's answer given each key."
+    ),
     input_file: Path = typer.Option(..., "--input", "-i", help="Training jsonl ({query, pos, neg})."),
     output_file: Path = typer.Option(..., "--output", "--out", "-o", help="Where to write the jsonl with scores."),
     model_class: Optional[str] = typer.Option(None, help="encoder-only-base, decoder-only-base, ... (unknown models)."),
+    task: Optional[str] = typer.Option(
+        None, help="--lm: prompt of qa, convsearch, icl, chat or lrlm (default: each record's 'task')."
+    ),
+    answer_field: str = typer.Option("answers", help="--lm: record field with the answers (the first is scored)."),
+    key_max_tokens: int = typer.Option(512, min=1, help="--lm: tokens of each key kept in the prompt."),
     batch_size: Optional[int] = typer.Option(None, help="Scoring batch size."),
     max_length: Optional[int] = typer.Option(None, help="Max tokens per pair."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar (default: auto)."),
     device: Device = None,
     trust_remote_code: TrustRemoteCode = False,
 ) -> None:
-    """Add teacher pos_scores/neg_scores with a reranker (the reference's add_reranker_score.py)."""
-    from flagembed.train.teacher import score_file
-
+    """Add teacher scores: a reranker's (add_reranker_score.py) or a causal LM's (LLM-Embedder's LM scoring)."""
+    if (reranker is None) == (lm is None):
+        fail("pass exactly one of --reranker and --lm")
     try:
+        if lm is not None:
+            from flagembed.train.lm_scoring import lm_score_file
+
+            n = lm_score_file(
+                lm, str(input_file), str(output_file), task=task, answer_field=answer_field,
+                key_max_tokens=key_max_tokens, batch_size=batch_size or 8, device=device,
+                trust_remote_code=trust_remote_code,
+            )  # fmt: skip
+            typer.echo(f"LM-scored {n} keys; wrote {output_file}")
+            return
+        from flagembed.train.teacher import score_file
+
         n = score_file(
-            reranker,
+            reranker,  # type: ignore[arg-type]
             str(input_file),
             str(output_file),
             model_class=model_class,

@@ -94,3 +94,39 @@ def cpu_fast_bf16() -> bool:
     if env:
         raise ValueError(f"FLAGEMBED_CPU_BF16 must be 0 or 1, got {env!r}")
     return cpu_features().fast_bf16
+
+
+def default_threads() -> int:
+    """Intra-op threads for CPU inference: ``$FLAGEMBED_NUM_THREADS`` or one per physical core.
+
+    Tokenization runs before (not beside) the model, so the model may use every core; hyper-threads
+    share one core's matrix units, so a second thread per core only adds contention.
+    """
+    env = os.environ.get("FLAGEMBED_NUM_THREADS")
+    if env:
+        try:
+            value = int(env)
+        except ValueError:
+            raise ValueError(f"FLAGEMBED_NUM_THREADS must be an integer >= 1, got {env!r}") from None
+        if value < 1:
+            raise ValueError(f"FLAGEMBED_NUM_THREADS must be >= 1, got {env!r}")
+        return value
+    return cpu_features().physical_cores
+
+
+def set_torch_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op threads (process-wide); returns the count in use.
+
+    ``num_threads`` (or ``$FLAGEMBED_NUM_THREADS``) is applied as given; otherwise a count above one per
+    physical core (hyper-threads) is lowered to it, and a lower count someone chose is left alone.
+
+    Raises:
+        ValueError: ``num_threads`` < 1.
+    """
+    if num_threads is not None and int(num_threads) < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    explicit = num_threads is not None or bool(os.environ.get("FLAGEMBED_NUM_THREADS"))
+    threads = int(num_threads) if num_threads is not None else default_threads()
+    if torch.get_num_threads() != threads and (explicit or torch.get_num_threads() > threads):
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()

@@ -22,8 +22,9 @@ from flagembed.evaluate.report import EvalResult
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25"]
-MODES: tuple[str, ...] = ("dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25")
+Mode = Literal["dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25", "dense+sparse"]
+MODES: tuple[str, ...] = ("dense", "sparse", "colbert", "hybrid", "bm25", "dense+bm25", "dense+sparse")
+M3_FUSED = {"hybrid": ["dense", "sparse", "colbert"], "dense+sparse": ["dense", "sparse"]}  # M3 weighted fusions
 LEXICAL = ("bm25", "dense+bm25")  # any embedder: BM25 alone, or fused with the dense vectors
 Run = dict[str, dict[str, float]]
 
@@ -131,7 +132,7 @@ def _m3_searcher(model: Any, data: RetrievalData, modes: Sequence[str], progress
             f"modes {sorted(set(modes) - {'dense'})} need BGE-M3 outputs; got a {type(model).__name__} "
             "(use flagembed.inference.M3Embedder, or mode 'dense')"
         )
-    needed = {"dense", "sparse", "colbert"} if "hybrid" in modes else set(modes) & {"dense", "sparse", "colbert"}
+    needed = {part for m in modes for part in M3_FUSED.get(m, [m])} & {"dense", "sparse", "colbert"}
     order = [m for m in ("dense", "sparse", "colbert") if m in needed]
     return HybridSearcher.build(
         model, data.doc_texts(), data.doc_ids(), modes=order, show_progress=progress, store_docs=False
@@ -139,7 +140,7 @@ def _m3_searcher(model: Any, data: RetrievalData, modes: Sequence[str], progress
 
 
 def _m3_search(searcher: Any, mode: str, data: RetrievalData, top_k: int, ignore_identical_ids: bool) -> Run:
-    modes = ["dense", "sparse", "colbert"] if mode == "hybrid" else [mode]
+    modes = M3_FUSED.get(mode, [mode])
     depth = min(top_k + (1 if ignore_identical_ids else 0), len(data.corpus))
     hits = searcher.search(list(data.queries.values()), top_k=max(depth, 1), modes=modes)
     run: Run = {}
@@ -176,14 +177,27 @@ def _store_runs(
             f"Milvus store {store} holds {len(searcher)} documents ({', '.join(searcher.modes)}), not this corpus's "
             f"{len(data.corpus)} ({', '.join(wanted)}): use another collection (file.db#name) or drop this one"
         )
+    dense_only = wanted == ["dense"]
+    q = c = None
+    if dense_only:  # through the embedding cache, like the in-process dense mode
+        q, c = encode_retrieval_data(model, data, cache=cache, show_progress=progress)
     if searcher is None:
         searcher = MilvusStore.create(store, model, modes=wanted)
-        searcher.add(data.doc_ids(), data.doc_texts(), show_progress=progress)
+        if dense_only:
+            searcher.add_encoded(data.doc_ids(), dense=c, docs=list(data.corpus.values()))
+        else:
+            searcher.add(data.doc_ids(), list(data.corpus.values()), show_progress=progress)
     try:
         depth = max(1, min(top_k + (1 if ignore_identical_ids else 0), len(data.corpus)))
+        texts = list(data.queries.values())
         runs: dict[str, Run] = {}
         for m in wanted:
-            hits = searcher.search(list(data.queries.values()), top_k=depth, modes=[m])
+            if dense_only:
+                from flagembed.inference import M3Output
+
+                hits = searcher.search_encoded(M3Output(dense=q), top_k=depth, modes=[m])
+            else:
+                hits = searcher.search(texts, top_k=depth, modes=[m])
             run: Run = {}
             for qid, ids, scores in zip(data.queries, hits.ids, hits.scores):
                 pairs = [(d, float(s)) for d, s in zip(ids, scores) if not (ignore_identical_ids and d == qid)]

@@ -27,7 +27,7 @@ from flagembed.index.docs import doc_record
 from flagembed.index.identity import model_info, model_source, open_recorded_model
 from flagembed.index.options import DEFAULT_WEIGHTS, Fusion, check_fusion, check_modes, check_weights
 from flagembed.index.results import SearchResults, check_top_k, gather_results, top_k_rows
-from flagembed.index.storage import IndexMismatchError, check_model
+from flagembed.index.storage import IndexMismatchError, check_model, config_hash
 from flagembed.inference import Embedder, M3Embedder, M3Output
 from flagembed.inference.inputs import as_corpus_list, as_text_list
 
@@ -188,7 +188,7 @@ class MilvusStore:
                     config["model"], source, Path(uri), trust_remote_code=trust, **model_kwargs
                 )
             else:
-                check_model({"model": config["model"]}, model_info(embedder), f"{uri}#{name}")
+                check_same_model(config["model"], embedder, f"{uri}#{name}")
         except BaseException:
             store_obj.close()
             raise
@@ -427,6 +427,15 @@ class MilvusStore:
             res.scores += one.scores
             res.docs.append([docs[k] for k in one.ids[0]])  # type: ignore[union-attr]
         return res
+
+def check_same_model(recorded: Mapping[str, Any], embedder: Embedder, where: str | Path) -> None:
+    """Refuse an embedder whose identity differs from the recorded one (names the differing settings).
+
+    Raises:
+        IndexMismatchError: other weights or settings.
+    """
+    check_model({"model": recorded, "config_hash": config_hash(recorded)}, model_info(embedder), where)
+
 
 def _close_client(client: Any, uri: str) -> None:
     client.close()

@@ -23,6 +23,7 @@ from flagembed.engine.backends import (
     load_runner,
 )
 from flagembed.engine.devices import DeviceLike, DType, resolve_devices
+from flagembed.engine.hardware import set_torch_threads
 from flagembed.engine.pipeline import run_pipelined
 from flagembed.engine.pool import WorkerPool, WorkerPoolError, concat_results
 from flagembed.inference.inputs import apply_instruction, as_corpus_list, as_text_list
@@ -125,6 +126,8 @@ class Embedder:
         if backend != "torch" and (len(self.devices) > 1 or self.device.type != "cpu"):
             raise ValueError(f"backend={backend!r} runs on one CPU device; got {[str(d) for d in self.devices]}")
         self.dtype = resolve_dtype(dtype, self.device, preferred=spec.dtype if spec else "fp16", cpu_bf16=True)
+        if backend == "torch" and self.device.type == "cpu" and (num_threads is not None or len(self.devices) == 1):
+            set_torch_threads(num_threads)  # process-wide: one per physical core unless num_threads says otherwise
         self.tokenizer = load_tokenizer(path, trust_remote_code=remote)
         if is_export_folder(path):  # written by `flagembed export --out`: graph + config, no torch weights
             backbone = export_backbone(path, backend, trust_remote_code=remote)
@@ -442,4 +445,4 @@ def _check_backend(backend: str, quantize: str | None) -> None:
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"unknown quantize {quantize!r}; valid: None, {', '.join(QUANTIZE_CHOICES)}")
     if quantize is not None and backend == "torch":
-        raise ValueError(f"quantize={quantize!r} needs backend='onnx'")
+        raise ValueError(f"quantize={quantize!r} needs backend='openvino' (NNCF static int8) or 'onnx'")

@@ -26,6 +26,7 @@ from flagembed.serve import schemas as s
 from flagembed.serve.auth import ApiKeys, AuthMiddleware
 from flagembed.serve.backends import ModelHost, RunFn
 from flagembed.serve.batcher import BatcherClosedError, BatchingConfig, DynamicBatcher, QueueFullError
+from flagembed.serve.images import has_image_parts, parse_image_inputs
 from flagembed.serve.limits import (
     ApiError,
     ConnectionLimits,
@@ -150,6 +151,8 @@ def _add_routes(app: FastAPI, st: ServerState) -> None:
     @app.post("/v1/embeddings", response_model=s.EmbeddingResponse, responses=ERRORS)
     async def embeddings(req: s.EmbeddingRequest) -> Response:
         """Dense embeddings (OpenAI schema); ``dimensions`` keeps the first N (Matryoshka)."""
+        if has_image_parts(req.input):
+            return await _image_embeddings(st, req)
         prep = await _prepare(st, req, "embeddings")
         dims = _check_dimensions(host, req.dimensions)
         vecs = await _submit(st, ("dense", prep.max_length, dims), prep.texts, host.dense_task(prep.max_length, dims))
@@ -279,6 +282,34 @@ async def _prepare(
     st.metrics.tokens.labels(endpoint).inc(tok.num_tokens)
     st.metrics.truncated.inc(tok.num_truncated)
     return Prepared(name, texts, limit, tok.num_tokens, tok.num_truncated)
+
+
+async def _image_embeddings(st: ServerState, req: s.EmbeddingRequest) -> Response:
+    """``/v1/embeddings`` with image content parts: decoded and checked here, embedded through the batcher."""
+    name = st.host.resolve(req.model)
+    encode_items = getattr(st.host.model, "encode_items", None)
+    if encode_items is None:
+        raise ApiError(422, f"model {name!r} takes text only; image inputs need a Visualized-BGE model",
+                       param="input", code="unsupported")  # fmt: skip
+    raw = list(req.input)  # type: ignore[arg-type]
+    st.limits.check_inputs(len(raw))
+    items, images = parse_image_inputs(raw, max_image_pixels=st.limits.max_image_pixels)
+    dims = _check_dimensions(st.host, req.dimensions)
+    texts = [x if isinstance(x, str) else x["text"] for x in items]
+    limit = _token_limit(st, None)
+    tok = st.host.count_tokens(texts, limit)
+    tokens = tok.num_tokens + images * int(getattr(st.host.model, "num_image_tokens", 0))
+    kw = {"truncate_dim": dims} if dims is not None else {}
+
+    def run(batch: list[Any]) -> Any:
+        return encode_items(batch, show_progress=False, **kw)
+
+    vecs = await _submit(st, ("visual", dims), items, run)
+    st.metrics.inputs.labels("embeddings").inc(len(items))
+    st.metrics.tokens.labels("embeddings").inc(tokens)
+    fmt = req.encoding_format
+    data = [{"object": "embedding", "index": i, "embedding": _vector(v, fmt)} for i, v in enumerate(vecs)]
+    return _list_response(data, Prepared(name, texts, limit, tokens, tok.num_truncated))
 
 
 def _check_vector_floor(st: ServerState, texts: list[str], max_length: int, dim: int) -> None:

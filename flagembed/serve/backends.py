@@ -312,7 +312,13 @@ def load_host(
     if task is not None:  # LLM-Embedder task instructions
         common["task"] = task
     resolved = kind if kind != "auto" else detect_kind(model, _try_resolve(model, resolve_model_path))
-    if resolved == "m3":
+    from flagembed.models.vision.weights import is_visual_folder
+
+    if resolved == "dense" and is_visual_folder(model):  # Visualized-BGE: text and image inputs
+        from flagembed.inference import VisualEmbedder
+
+        obj = VisualEmbedder(model, **common)
+    elif resolved == "m3":
         from flagembed.inference import M3Embedder
 
         obj = M3Embedder(model, **common)

@@ -30,6 +30,8 @@ class Limits:
         retry_after_s: the Retry-After value sent with 429.
         max_multivector_values: ColBERT output size per request, vectors x dim (one float32 each); a
             request asking for more gets 413, checked from token counts before the model runs.
+        max_image_pixels: pixels of one image input (Visualized-BGE models; read from the image header before
+            decoding); larger images get 413, undecodable ones 422.
         reject_delay_s: how long a request refused for its content (413, 422) waits for its answer: a
             client that floods the server with refused requests, each sent when the last was answered,
             slows itself down instead of the good clients (0 answers at once).
@@ -43,6 +45,7 @@ class Limits:
     retry_after_s: int = 1
     max_multivector_values: int = 2**20
     reject_delay_s: float = 1.0
+    max_image_pixels: int = 4096 * 4096
 
     def __post_init__(self) -> None:
         for name in ("max_payload_bytes", "max_inputs", "max_concurrent_requests", "retry_after_s"):

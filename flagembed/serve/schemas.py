@@ -101,7 +101,17 @@ class _TextRequest(_Request):
 
 
 class EmbeddingRequest(_TextRequest):
-    """``POST /v1/embeddings`` (OpenAI schema)."""
+    """``POST /v1/embeddings`` (OpenAI schema); Visualized-BGE models also take image content parts
+    (``{"type": "image_url", "image_url": {"url": "data:..."}}``, see :mod:`flagembed.serve.images`)."""
+
+    @field_validator("input")
+    @classmethod
+    def _check_input(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(
+            isinstance(v, dict) or (isinstance(v, list) and any(isinstance(x, dict) for x in v)) for v in value
+        ):
+            return value  # content parts: checked (and images decoded) by flagembed.serve.images
+        return check_texts(value)
 
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Optional[int] = Field(None, ge=1, description="Matryoshka truncation: keep the first N dimensions.")

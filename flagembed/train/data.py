@@ -20,7 +20,12 @@ import torch
 
 from flagembed._io import read_jsonl
 from flagembed.engine import pad_ids, tokenize
+from flagembed.models.registry import LLM_EMBEDDER_TASKS
 from flagembed.train.config import DataArguments
+from flagembed.train.decoder import icl_queries
+from flagembed.train.llm_embedder import prepare_group, task_config
+
+_TASK_INSTRUCTIONS = {task: (query, key) for task, query, key in LLM_EMBEDDER_TASKS}
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +182,13 @@ def sample_group(
     if args.shuffle_ratio > 0:
         texts = [shuffle_chunks(t, rng) if len(t) > 100 and rng.random() < args.shuffle_ratio else t for t in texts]
     kind = example.get("type") or "normal"
+    task = example.get("task")
+    if args.task_instructions and task:
+        if task not in _TASK_INSTRUCTIONS:
+            raise ValueError(f"unknown task {task!r}; valid: {', '.join(_TASK_INSTRUCTIONS)}")
+        q_task, p_task = _TASK_INSTRUCTIONS[task]
+        return {"query": q_task + example["query"], "passages": [p_task + t for t in texts], "teacher_scores": scores,
+                "task": task}  # fmt: skip
     q_instr = example.get("prompt") or args.query_instruction_for_retrieval
     query = _format(q_instr, args.query_instruction_format, example["query"])
     if kind in SYMMETRIC_PASSAGE_TYPES:
@@ -184,7 +196,7 @@ def sample_group(
     else:
         p_instr = args.passage_instruction_for_retrieval
         texts = [_format(p_instr, args.passage_instruction_format, t) for t in texts]
-    return {"query": query, "passages": texts, "teacher_scores": scores}
+    return {"query": query, "passages": texts, "teacher_scores": scores, "task": task}
 
 
 def group_size_for(example: dict[str, Any], default: int) -> int:
@@ -280,8 +292,22 @@ class EmbedderTrainDataset(torch.utils.data.Dataset):
 class EmbedderCollator:
     """Tokenize queries and passages (truncating to the max lengths) and pad them into tensors."""
 
-    def __init__(self, tokenizer: Any, query_max_len: int, passage_max_len: int, pad_to_multiple_of: int | None = None):
+    def __init__(
+        self,
+        tokenizer: Any,
+        query_max_len: int,
+        passage_max_len: int,
+        pad_to_multiple_of: int | None = None,
+        append_eos: bool = False,
+        icl: dict[str, Any] | None = None,
+        seed: int = 42,
+        task_groups: bool = False,
+    ):
+        self.task_groups = task_groups  # LLM-Embedder: reorder groups per the batch's task recipe
         self.tokenizer = tokenizer
+        self.append_eos = append_eos  # decoder tokenizers that cannot add EOS themselves
+        self.icl = icl  # keyword arguments of train.decoder.icl_queries, or None
+        self.rng = np.random.default_rng(seed)
         self.query_max_len = query_max_len
         self.passage_max_len = passage_max_len
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -290,7 +316,11 @@ class EmbedderCollator:
         self.side = "left" if getattr(tokenizer, "padding_side", "right") == "left" else "right"
 
     def _encode(self, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
-        ids = tokenize(self.tokenizer, texts, max_len).ids
+        if self.append_eos:
+            eos = int(self.tokenizer.eos_token_id)
+            ids = [row + [eos] for row in tokenize(self.tokenizer, texts, max(max_len - 1, 1)).ids]
+        else:
+            ids = tokenize(self.tokenizer, texts, max_len).ids
         input_ids, mask = pad_ids(ids, self.pad_id, self.side, self.pad_to_multiple_of)  # type: ignore[arg-type]
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask)}
 
@@ -301,6 +331,13 @@ class EmbedderCollator:
             ValueError: groups of different sizes in one batch.
         """
         items = [x for f in features for x in (f if isinstance(f, list) else [f])]
+        tasks = {x.get("task") for x in items}
+        if len(tasks) > 1:
+            mixed = sorted(map(str, tasks))
+            raise ValueError(f"a batch mixes tasks {mixed}: use same_dataset_within_batch, one task per file")
+        task = tasks.pop() if tasks else None
+        if self.task_groups:
+            items = [prepare_group(x, task_config(task), self.rng) for x in items]
         sizes = {len(x["passages"]) for x in items}
         if len(sizes) != 1:
             raise ValueError(f"all groups in a batch must have the same size, got sizes {sorted(sizes)}")
@@ -308,11 +345,18 @@ class EmbedderCollator:
         teacher = None
         if all(x["teacher_scores"] is not None for x in items):
             teacher = torch.tensor([x["teacher_scores"] for x in items], dtype=torch.float32)
+        queries = [x["query"] for x in items]
+        if self.icl is not None:
+            positives = [x["passages"][0] for x in items]
+            queries = icl_queries(
+                queries, positives, self.tokenizer, self.rng, query_max_len=self.query_max_len, **self.icl
+            )
         return {
-            "queries": self._encode([x["query"] for x in items], self.query_max_len),
+            "queries": self._encode(queries, self.query_max_len),
             "passages": self._encode(passages, self.passage_max_len),
             "teacher_scores": teacher,
             "no_in_batch_neg": torch.tensor([bool(x["no_in_batch_neg"]) for x in items]),
+            "task": task,
         }
 
 

@@ -18,6 +18,7 @@ from flagembed.models import (
 )
 from flagembed.train.config import DataArguments, EmbedderTrainingArguments, ModelArguments, check_data_args
 from flagembed.train.data import EmbedderCollator, EmbedderTrainDataset, load_train_files, merge_small_files
+from flagembed.train.decoder import is_decoder_only, prepare_decoder_tokenizer
 from flagembed.train.losses import world_size
 from flagembed.train.output_dir import check_output_dir, run_key, write_run_marker
 from flagembed.train.trainer import EmbedderTrainer, EpochCallback, LossCurveCallback
@@ -89,6 +90,14 @@ def build_trainer(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
     backbone = load_backbone(path, trust_remote_code=model_args.trust_remote_code)
+    decoder = is_decoder_only(backbone.config)
+    append_eos = False
+    if decoder:  # as the reference: EOS-terminated texts, left padding, last-token pooling, LoRA by default
+        append_eos = not prepare_decoder_tokenizer(tokenizer)
+        if training_args.sentence_pooling_method is None and settings.pooling != "last_token":
+            settings = settings.with_overrides(pooling="last_token")
+    if model_args.use_lora is None:
+        model_args.use_lora = decoder
     if model_args.use_lora:
         backbone = _apply_lora(backbone, model_args)
         checkpointing = getattr(training_args, "activation_checkpointing", None)  # transformers 5 name
@@ -96,6 +105,14 @@ def build_trainer(
             backbone.enable_input_require_grads()  # LoRA + checkpointing needs grads on the inputs
     backbone.train()
     encoder = TextEncoder(backbone, settings.pooling, settings.normalize)
+    model, loss_hook = backbone, None
+    if training_args.unified_finetuning:  # BGE-M3: backbone + sparse/ColBERT heads, the unified loss
+        if model_args.use_lora:
+            raise ValueError("use_lora is not supported with unified_finetuning")
+        from flagembed.train.m3 import M3Loss, build_m3_model
+
+        model = build_m3_model(encoder, path, tokenizer, model_args.colbert_dim, training_args.fix_encoder)
+        loss_hook = M3Loss(training_args)
     files = load_train_files(data_args.train_data, data_args)
     if data_args.same_dataset_within_batch:
         files = merge_small_files(files, data_args.small_threshold, data_args.drop_threshold)
@@ -109,8 +126,23 @@ def build_trainer(
     if data_args.same_dataset_within_batch:
         training_args.per_device_train_batch_size = 1  # each item is a whole local batch
         training_args.dataloader_num_workers = 0
+    icl = None
+    if data_args.retrieval_use_examples:
+        icl = {
+            "example_query_max_len": data_args.example_query_max_len,
+            "example_passage_max_len": data_args.example_passage_max_len,
+            "suffix": data_args.icl_suffix_str,
+            "query_reserve": data_args.icl_query_reserve,
+        }
     collator = EmbedderCollator(
-        tokenizer, data_args.query_max_len, data_args.passage_max_len, data_args.pad_to_multiple_of
+        tokenizer,
+        data_args.query_max_len,
+        data_args.passage_max_len,
+        data_args.pad_to_multiple_of,
+        append_eos=append_eos,
+        icl=icl,
+        seed=training_args.seed,
+        task_groups=training_args.loss_type == "llm_embedder" and training_args.use_train_config,
     )
     trained_max = base_max_length(settings.max_length, tokenizer, backbone.config)
     export = None
@@ -118,7 +150,7 @@ def build_trainer(
         export = _export_settings(settings, encoder, data_args, trained_max)
     loss_curve = LossCurveCallback(plot=training_args.loss_plot)
     trainer = EmbedderTrainer(
-        model=backbone,
+        model=model,
         args=training_args,
         train_dataset=dataset,
         data_collator=collator,
@@ -126,6 +158,7 @@ def build_trainer(
         callbacks=[EpochCallback(dataset), loss_curve],
         encoder=encoder,
         export=export,
+        loss_hook=loss_hook,
     )
     trainer.loss_curve = loss_curve  # type: ignore[attr-defined]
     trainer.settings = settings  # type: ignore[attr-defined]
@@ -182,6 +215,8 @@ def finetune_embedder(
         ValueError: bad arguments, a foreign non-empty ``output_dir``, or malformed training data.
     """
     check_data_args(data_args)
+    if resume_from_checkpoint and training_args.unified_finetuning:
+        raise ValueError("resume_from_checkpoint is not supported with unified_finetuning yet: start a new run")
     key = run_key(model_args.model_name_or_path, data_args.train_data)
     check_output_dir(
         training_args.output_dir,

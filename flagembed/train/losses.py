@@ -150,12 +150,35 @@ def contrastive_loss(
         ValueError: bad shapes or an unknown ``kd_loss_type``.
     """
     group = group_size_of(q, p)
-    scores = (q @ p.T) / temperature
+    return score_loss(
+        (q @ p.T) / temperature,
+        group,
+        teacher_scores=teacher_scores,
+        kd_loss_type=kd_loss_type,
+        no_in_batch_neg=no_in_batch_neg,
+    )
+
+
+def score_loss(
+    scores: torch.Tensor,
+    group: int,
+    *,
+    teacher_scores: torch.Tensor | None = None,
+    kd_loss_type: KDLossType = "kl_div",
+    no_in_batch_neg: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`contrastive_loss` on a ready ``(B, B*G)`` score matrix (already divided by the temperature).
+
+    Used by the dense loss and by BGE-M3's sparse, ColBERT and ensemble losses (``train.m3_losses``).
+
+    Raises:
+        ValueError: teacher scores of the wrong group size or an unknown ``kd_loss_type``.
+    """
     if no_in_batch_neg is not None:
         scores = restrict_to_own_group(scores, group, no_in_batch_neg)
     if teacher_scores is None:
         return info_nce(scores, group)
-    targets = teacher_targets_from(teacher_scores, len(q)).to(scores.dtype)
+    targets = teacher_targets_from(teacher_scores, scores.shape[0]).to(scores.dtype)
     if targets.shape[1] != group:
         raise ValueError(f"teacher scores have {targets.shape[1]} per query, expected the group size {group}")
     if kd_loss_type == "kl_div":

@@ -126,11 +126,28 @@ def save_reranker(scorer: nn.Module, tokenizer: Any, folder: str | Path, backbon
         model.config.sentence_transformers = extra
     model.save_pretrained(str(out), safe_serialization=True)
     tokenizer.save_pretrained(str(out))
+    _portable_tokenizer_class(out)
     if scorer.model_type == "layerwise":
         assert scorer.heads is not None
         weights = {k: scorer.heads.heads[str(k)].weight.detach().clone() for k in scorer.layers}
         save_layer_heads(out, weights, scale=scorer.heads.scale, softcap=scorer.heads.softcap)
     return out
+
+
+def _portable_tokenizer_class(folder: Path) -> None:
+    """Name a generic fast tokenizer ``PreTrainedTokenizerFast`` (transformers 5 writes ``TokenizersBackend``,
+    which transformers 4.x, and so FlagEmbedding on it, cannot load); both versions read the former."""
+    import json
+
+    from flagembed._io import save_json
+
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        save_json(path, config)
 
 
 def yes_id_for(tokenizer: Any) -> int:

@@ -10,7 +10,7 @@ The Trainer holds a :class:`~flagembed.train.reranker_model.RerankerScorer`; the
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +157,13 @@ def finetune_reranker(
         overwrite=bool(getattr(training_args, "overwrite_output_dir", False)),
         main_process=training_args.should_save,
     )
-    if model_args.model_type != "encoder" and data_args.query_instruction_for_rerank is None:
-        if data_args.passage_instruction_for_rerank is None:  # the LLMReranker's inputs: "A: q", "B: p"
-            data_args.query_instruction_for_rerank = DECODER_QUERY_INSTRUCTION
-            data_args.passage_instruction_for_rerank = DECODER_PASSAGE_INSTRUCTION
+    no_instructions = (data_args.query_instruction_for_rerank, data_args.passage_instruction_for_rerank) == (None, None)
+    if model_args.model_type != "encoder" and no_instructions:  # the LLMReranker's inputs: "A: q", "B: p"
+        data_args = replace(
+            data_args,
+            query_instruction_for_rerank=DECODER_QUERY_INSTRUCTION,
+            passage_instruction_for_rerank=DECODER_PASSAGE_INSTRUCTION,
+        )
     files = load_train_files(data_args.train_data, data_args)  # type: ignore[arg-type]
     for f in files:
         for i, ex in enumerate(f.examples):

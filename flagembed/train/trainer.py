@@ -21,6 +21,8 @@ from flagembed._io import save_json
 from flagembed.models import TextEncoder
 from flagembed.train.config import EmbedderTrainingArguments
 from flagembed.train.export import write_sentence_transformers_config
+from flagembed.train.llm_embedder import TaskTrainConfig, task_config
+from flagembed.train.llm_embedder_losses import llm_embedder_loss
 from flagembed.train.losses import embedder_loss
 from flagembed.train.modeling import embed_batch, grad_cache_step, split_batch
 
@@ -35,13 +37,23 @@ class EmbedderTrainer(Trainer):
             normalization are used, the forward pass goes through the Trainer's (wrapped) model.
         export: keyword arguments for :func:`write_sentence_transformers_config` (pooling,
             normalize, dim, max_seq_length, prompts), written with every saved model.
+        loss_hook: ``(model, inputs) -> (loss, outputs)`` replacing the dense loss (BGE-M3 unified
+            fine-tuning, ``train.m3.M3Loss``); ``None`` for the dense contrastive loss.
         Other arguments are the HF ``Trainer``'s.
     """
 
-    def __init__(self, *args: Any, encoder: TextEncoder, export: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        encoder: TextEncoder,
+        export: dict[str, Any] | None = None,
+        loss_hook: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.encoder = encoder
         self.export = export
+        self.loss_hook = loss_hook
         self.loss_history: list[tuple[int, float]] = []
 
     @property
@@ -52,6 +64,23 @@ class EmbedderTrainer(Trainer):
     def embedding_loss(self, q: torch.Tensor, p: torch.Tensor, inputs: dict[str, Any]) -> torch.Tensor:
         """The configured loss of query/passage embeddings for this batch."""
         a = self.targs
+        if a.loss_type == "llm_embedder":
+            cfg = task_config(inputs.get("task")) if a.use_train_config else TaskTrainConfig()
+
+            def pick(value: float | None, default: float) -> float:
+                return default if value is None else value
+
+            return llm_embedder_loss(
+                q,
+                p,
+                temperature=a.temperature,
+                teacher_scores=inputs.get("teacher_scores"),
+                contrastive_weight=pick(cfg.contrastive_weight, a.contrastive_weight),
+                distill_weight=pick(cfg.distill_weight, a.distill_weight),
+                teacher_temperature=pick(cfg.teacher_temperature, a.teacher_temperature),
+                student_temperature=a.student_temperature,
+                stable_distill=cfg.stable_distill if a.use_train_config else a.stable_distill,
+            )
         return embedder_loss(
             q,
             p,
@@ -68,6 +97,9 @@ class EmbedderTrainer(Trainer):
         self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False, **kwargs: Any
     ) -> Any:
         """Embed queries and passages with ``model`` and return the contrastive loss."""
+        if self.loss_hook is not None:
+            loss, outputs = self.loss_hook(model, inputs)
+            return (loss, outputs) if return_outputs else loss
         q = embed_batch(model, self.encoder, inputs["queries"])
         p = embed_batch(model, self.encoder, inputs["passages"])
         loss = self.embedding_loss(q, p, inputs)
@@ -103,6 +135,19 @@ class EmbedderTrainer(Trainer):
         if getattr(self.train_dataset, "batched", False):
             return torch.utils.data.SequentialSampler(self.train_dataset)
         return super()._get_train_sampler(*args, **kwargs)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
+        """Models that save themselves as a folder (``saves_as_folder``, e.g. backbone + M3 heads) do so."""
+        model = self.accelerator.unwrap_model(self.model)
+        if not getattr(model, "saves_as_folder", False):
+            return super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:
+            return None
+        folder = output_dir or self.args.output_dir
+        model.save_folder(folder)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(folder)
+        return None
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the HF model (and tokenizer), plus the sentence-transformers files for a full model."""

@@ -56,7 +56,9 @@ def test_export_errors(tiny_bert: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["export", "-m", str(tiny_bert), "--quantize", "int4", "--out", str(tmp_path / "a")])
     assert bad.exit_code == 2 and "valid: None, int8" in bad.output
     other = runner.invoke(app, ["export", "-m", str(tiny_bert), "--backend", "tensorrt"])
-    assert other.exit_code == 2 and "valid: onnx" in other.output
+    assert other.exit_code == 2 and "valid: onnx, openvino" in other.output
+    fp32_ov = runner.invoke(app, ["export", "-m", str(tiny_bert), "--backend", "openvino", "-o", str(tmp_path / "c")])
+    assert fp32_ov.exit_code == 2 and "exports int8 only (give --quantize int8)" in fp32_ov.output
     missing = runner.invoke(app, ["export", "-m", str(tmp_path / "nope"), "--out", str(tmp_path / "b")])
     assert missing.exit_code == 2 and "not found" in missing.output
 

@@ -59,3 +59,11 @@ def test_extend_and_merge(llama, tmp_path):
     bad = runner.invoke(app, ["longctx", "extend", "-m", str(llama), "--data", str(tmp_path / "none.jsonl"), "-o",
                               str(tmp_path / "x")])
     assert bad.exit_code == 2 and "none.jsonl" in bad.output
+
+
+def test_synth_writes_rows(llama, tmp_path):
+    res = runner.invoke(app, ["longctx", "synth", "-m", str(llama), "-o", str(tmp_path / "s.jsonl"), "-n", "3",
+                              "--lengths", "100", "--kinds", "passkey,kv"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows] == ["passkey", "kv", "passkey"]

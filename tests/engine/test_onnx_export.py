@@ -174,7 +174,7 @@ def test_bad_arguments(bert_copy: Path, tmp_path: Path) -> None:
 
 def test_thread_defaults(monkeypatch: pytest.MonkeyPatch, bert_export: backends.OnnxExport) -> None:
     monkeypatch.delenv("FLAGEMBED_NUM_THREADS", raising=False)
-    assert backends.default_threads() == backends.cpu_count() >= 1
+    assert 1 <= backends.default_threads() <= backends.cpu_count()  # one per physical core
     monkeypatch.setenv("FLAGEMBED_NUM_THREADS", "1")
     assert backends.OnnxRunner(bert_export.model_file).num_threads == 1
     monkeypatch.setenv("FLAGEMBED_NUM_THREADS", "0")

@@ -74,7 +74,7 @@ def test_onnx_embedder_on_a_tiny_checkpoint(cache: object, tiny_bert: Path) -> N
 def test_backend_arguments_are_checked(tiny_bert: Path) -> None:
     with pytest.raises(ValueError, match="valid: torch, onnx"):
         Embedder(tiny_bert, backend="tensorrt")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="needs backend='onnx'"):
+    with pytest.raises(ValueError, match="needs backend='openvino' .* or 'onnx'"):
         Embedder(tiny_bert, quantize="int8")
     with pytest.raises(ValueError, match="valid: None, int8"):
         Embedder(tiny_bert, backend="onnx", quantize="int4")  # type: ignore[arg-type]
@@ -88,5 +88,28 @@ def test_openvino_backend_on_the_same_export(cache: object, tiny_bert: Path) -> 
     ref = Embedder(tiny_bert, device="cpu", pooling="mean")
     texts = ["the cell", "a protein of the brain in mouse and human", "what is the risk of cancer"]
     assert np.abs(ov.encode(texts) - ref.encode(texts)).max() <= 1e-4
-    with pytest.raises(ValueError, match="backend='onnx'"):
-        Embedder(tiny_bert, backend="openvino", quantize="int8")
+    assert ov.onnx.precision_hint == "f32"  # an fp32 graph runs exactly in fp32
+
+
+@pytest.mark.slow
+def test_openvino_static_int8_export_folder(
+    cache: object, tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NNCF static int8: an OpenVINO IR, close to fp32, cached, and refused by onnxruntime."""
+    pytest.importorskip("nncf")
+    from flagembed.engine.backends import export_onnx, load_runner
+
+    texts = ["the cell", "a protein of the brain in mouse and human", "what is the risk of cancer"] * 4
+    calib = [f"calibration text {i} about cells, proteins and risk" for i in range(24)]
+    out = export_onnx(tiny_bert, out=tmp_path / "ov8", quantize="int8", runtime="openvino", calibration_texts=calib)
+    assert capsys.readouterr().out == ""  # NNCF's progress bars do not reach the user's stdout
+    assert out.model_file.name == "model_int8.xml" and (out.path / "model_int8.bin").is_file()
+    assert out.manifest["options"]["quantization"]["method"] == "nncf-static"
+    assert not (out.path / "model.onnx").exists()  # the fp32 scratch graph is not kept in the folder
+    int8 = Embedder(out.path, backend="openvino", pooling="mean")
+    ref = Embedder(tiny_bert, device="cpu", dtype="fp32", pooling="mean").encode(texts)
+    got = int8.encode(texts)
+    assert got.shape == ref.shape and float((got * ref).sum(1).min()) > 0.95
+    with pytest.raises(ValueError, match="OpenVINO int8 export; load it with backend='openvino'"):
+        load_runner("onnx", out.path)
+    assert export_onnx(tiny_bert, out=tmp_path / "ov8", quantize="int8", runtime="openvino").reused

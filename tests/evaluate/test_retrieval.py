@@ -96,8 +96,9 @@ def test_m3_modes_match_brute_force(tmp_path, beir_dir):
 
     m3 = M3Embedder(build_m3(tmp_path / "m3"), device="cpu")
     data = load_retrieval(beir_dir)
-    results = evaluate_retrieval(m3, data, modes=("dense", "sparse", "colbert", "hybrid"), k_values=(1, 3))
-    assert [r.mode for r in results] == ["dense", "sparse", "colbert", "hybrid"]
+    modes = ("dense", "sparse", "colbert", "hybrid", "dense+sparse")
+    results = evaluate_retrieval(m3, data, modes=modes, k_values=(1, 3))
+    assert [r.mode for r in results] == list(modes)
     queries, docs = list(data.queries.values()), data.doc_texts()
     q = m3.encode_queries(queries, return_sparse=True, return_colbert_vecs=True)
     d = m3.encode_corpus(docs, return_sparse=True, return_colbert_vecs=True)
@@ -108,6 +109,7 @@ def test_m3_modes_match_brute_force(tmp_path, beir_dir):
     colbert = np.array([[float(m3.colbert_score(a, b)) for b in d["colbert_vecs"]] for a in q["colbert_vecs"]])
     dense = q["dense_vecs"] @ d["dense_vecs"].T
     expected = {"sparse": sparse, "colbert": colbert, "hybrid": (0.4 * dense + 0.2 * sparse + 0.4 * colbert)}
+    expected["dense+sparse"] = (0.4 * dense + 0.2 * sparse) / 0.6  # default weights, renormalised to sum 1
     for r in results[1:]:
         for i, qid in enumerate(data.queries):
             got = r.search_results[qid]

@@ -38,11 +38,22 @@ def test_evaluate_sts_with_tiny_model(tiny_embedder):
 
 
 @pytest.mark.slow
-def test_sick_r_published_score_all_minilm(minilm_path, shared_data):
-    """MTEB results repository (mteb 1.12): all-MiniLM-L6-v2 SICK-R cos Spearman = 77.58 on all 9,927 pairs."""
-    from flagembed.inference import Embedder
+def test_sick_r_published_score_all_minilm(minilm_path, shared_data, monkeypatch):
+    """MTEB results repository (mteb 1.12): all-MiniLM-L6-v2 SICK-R cos Spearman = 77.58 on all 9,927 pairs.
 
+    With the evaluation's default settings on a CPU with AMX (mocked): evaluation keeps fp32 there.
+    """
+    import torch
+
+    from flagembed.engine import hardware
+    from flagembed.evaluate.jobs import load_embedder
+
+    monkeypatch.delenv("FLAGEMBED_CPU_BF16", raising=False)
+    amx = hardware.CpuFeatures("fake AMX CPU", frozenset({"amx_bf16", "amx_tile", "avx512_bf16"}), "AVX512", 2)
+    monkeypatch.setattr(hardware, "cpu_features", lambda: amx)
     data = load_pairs(shared_data / "sick-r", name="SICK-R", split="all")
     assert len(data) == 9927
-    res = evaluate_sts(Embedder(str(minilm_path), device="cpu", show_progress=False), data)
+    embedder = load_embedder(str(minilm_path), device="cpu", show_progress=False)
+    assert embedder.dtype == torch.float32
+    res = evaluate_sts(embedder, data)
     assert res.metrics["cosine_spearman"] * 100 == pytest.approx(77.58, abs=0.05)

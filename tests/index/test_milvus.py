@@ -184,3 +184,5 @@ def test_open_refuses_another_model(store: MilvusStore, tmp_path: Path) -> None:
         MilvusStore.open(str(store.uri) + "#nope", other)
     with pytest.raises(IndexMismatchError, match="different model"):
         MilvusStore.open(store.uri, other)
+    with MilvusStore.open(store.uri, store.embedder) as again:  # the model it was built with is accepted
+        assert len(again) == N

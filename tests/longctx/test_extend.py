@@ -48,6 +48,7 @@ def test_lora_wiring_and_trainable_count(llama):
     assert q.lora_A["default"].weight.shape == (32, h)
 
 
+@pytest.mark.slow
 def test_extend_trains_resumes_and_merges(llama, data, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

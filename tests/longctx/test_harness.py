@@ -128,6 +128,7 @@ def test_sliding_windows_cover_every_token_once():
     assert H.sliding_windows(1000, 256, 0, False) == [(0, 256, 256)]
 
 
+@pytest.mark.slow
 def test_eval_perplexity_matches_manual_loss(tok, tmp_path):
     from transformers import AutoModelForCausalLM
 

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,12 +24,14 @@ import numpy as np
 import torch
 
 from flagembed._io import save_json, staged_dir
+from flagembed.engine.backends.openvino_int8 import OV_INT8_FILE, OV_INT8_OPTIONS, quantize_openvino_int8
 from flagembed.engine.progress import progress_bar
 from flagembed.models import TextEncoder, load_backbone
 
 logger = logging.getLogger(__name__)
 
 Quantize = Literal["int8"]
+Runtime = Literal["onnx", "openvino"]
 QUANTIZE_CHOICES: tuple[str, ...] = ("int8",)
 EXPORT_FORMAT = 2  # bump when the exported graph or the manifest changes meaning
 DEFAULT_OPSET = 18
@@ -68,8 +71,13 @@ class OnnxExport:
 
     @property
     def model_file(self) -> Path:
-        """The ``.onnx`` graph inside the folder."""
-        return self.path / MODEL_FILE
+        """The graph inside the folder: ``model.onnx``, or ``model_int8.xml`` for an OpenVINO int8 export."""
+        return self.path / _main_file(self.manifest)
+
+
+def _main_file(manifest: dict[str, Any] | None) -> str:
+    opts = (manifest or {}).get("options") or {}
+    return OV_INT8_FILE if opts.get("runtime") == "openvino" and opts.get("quantize") else MODEL_FILE
 
 
 def require_onnx() -> None:
@@ -119,7 +127,9 @@ def source_fingerprint(model_dir: str | os.PathLike[str], revision: str | None =
 def is_export_folder(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a complete flagembed ONNX export (``flagembed export --out``): manifest and graph."""
     folder = Path(path)
-    return (folder / MANIFEST_FILE).is_file() and (folder / MODEL_FILE).is_file()
+    return (folder / MANIFEST_FILE).is_file() and (
+        (folder / MODEL_FILE).is_file() or (folder / OV_INT8_FILE).is_file()
+    )
 
 
 def open_export_folder(path: str | os.PathLike[str], quantize: Quantize | None = None) -> OnnxExport:
@@ -130,22 +140,39 @@ def open_export_folder(path: str | os.PathLike[str], quantize: Quantize | None =
     """
     folder = Path(path).resolve()
     manifest = read_manifest(folder)
-    if manifest is None or not (folder / MODEL_FILE).is_file():
-        raise ValueError(f"{folder} is not a flagembed ONNX export (no {MANIFEST_FILE} and {MODEL_FILE})")
+    if manifest is None or not (folder / _main_file(manifest)).is_file():
+        raise ValueError(f"{folder} is not a flagembed ONNX export (no {MANIFEST_FILE} and {_main_file(manifest)})")
     held = (manifest.get("options") or {}).get("quantize")
     if quantize is not None and quantize != held:
         raise ValueError(f"the export {folder} holds {held or 'fp32'} weights, not quantize={quantize!r}")
     return OnnxExport(folder, manifest, reused=True)
 
 
-def export_options(quantize: Quantize | None = None, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
+def export_options(
+    quantize: Quantize | None = None, opset: int = DEFAULT_OPSET, runtime: Runtime = "onnx"
+) -> dict[str, Any]:
     """The options an export is keyed by (recorded in its manifest).
 
+    ``runtime="openvino"`` with ``quantize="int8"`` means NNCF static int8 (an OpenVINO IR); otherwise the
+    graph is ONNX (onnxruntime's dynamic int8 when quantized).
+
     Raises:
-        ValueError: unknown ``quantize``.
+        ValueError: unknown ``quantize`` or ``runtime``.
     """
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"unknown quantize {quantize!r}; valid: None, {', '.join(QUANTIZE_CHOICES)}")
+    if runtime not in ("onnx", "openvino"):
+        raise ValueError(f"unknown runtime {runtime!r}; valid: onnx, openvino")
+    if runtime == "openvino" and quantize == "int8":
+        return {
+            "format": EXPORT_FORMAT,
+            "output": "last_hidden_state",
+            "attention": "eager",
+            "opset": int(opset),
+            "quantize": quantize,
+            "runtime": "openvino",
+            "quantization": dict(OV_INT8_OPTIONS),
+        }
     return {
         "format": EXPORT_FORMAT,
         "output": "last_hidden_state",
@@ -161,7 +188,7 @@ def default_export_dir(model_dir: str | os.PathLike[str], options: dict[str, Any
     model = Path(model_dir).resolve()
     where = hashlib.sha256(str(model).encode()).hexdigest()[:12]
     key = hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
-    variant = options["quantize"] or "fp32"
+    variant = (options["quantize"] or "fp32") + ("-openvino" if options.get("runtime") == "openvino" else "")
     return cache_root() / f"{model.name}-{where}" / f"{variant}-{key}"
 
 
@@ -184,7 +211,7 @@ def is_fresh(folder: Path, manifest: dict[str, Any], fingerprint: str, options: 
     return (
         manifest.get("fingerprint") == fingerprint
         and manifest.get("options") == options
-        and all((folder / name).is_file() for name in manifest.get("files", [MODEL_FILE]))
+        and all((folder / name).is_file() for name in manifest.get("files", [_main_file(manifest)]))
     )
 
 
@@ -198,6 +225,8 @@ def export_onnx(
     trust_remote_code: bool = False,
     force: bool = False,
     show_progress: bool | None = None,
+    runtime: Runtime = "onnx",
+    calibration_texts: Sequence[str] | None = None,
 ) -> OnnxExport:
     """Export (or reuse a fresh cached export of) a checkpoint folder's backbone as ONNX.
 
@@ -209,6 +238,9 @@ def export_onnx(
         revision: the checkpoint's revision, mixed into the fingerprint.
         force: rebuild even when a fresh export exists.
         show_progress: a bar over the export steps (``None``: when stderr is a terminal).
+        runtime: ``"openvino"`` with ``quantize="int8"``: NNCF static int8 as an OpenVINO IR (the fastest int8
+            path measured; see docs/cpu.md), calibrated on ``calibration_texts`` (default: bundled SciFact
+            abstracts; a custom sample is not part of the cache key, so pass ``force=True`` or ``out``).
 
     Returns:
         The export folder with its manifest; ``reused`` says whether it came from the cache.
@@ -222,7 +254,7 @@ def export_onnx(
         raise ValueError(f"out {os.fspath(out)!r} is a file; give a folder (an export is a folder)")
     require_onnx()
     source = Path(model_dir).resolve()
-    options = export_options(quantize, opset)
+    options = export_options(quantize, opset, runtime)
     fingerprint = source_fingerprint(source, revision)
     target = Path(out).resolve() if out is not None else default_export_dir(source, options)
     manifest = read_manifest(target)
@@ -247,7 +279,10 @@ def export_onnx(
             )  # fmt: skip
             bar.update(1)
             bar.set_postfix_str(steps[1])
-            files = quantize_int8(base.model_file, tmp / MODEL_FILE)
+            if options.get("runtime") == "openvino":
+                files = quantize_openvino_int8(base.model_file, tmp, source, calibration_texts)
+            else:
+                files = quantize_int8(base.model_file, tmp / MODEL_FILE)
             if scratch is not None:
                 shutil.rmtree(scratch)
         else:
@@ -385,5 +420,15 @@ def _manifest(
             "transformers": transformers.__version__,
             "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__,
+            **_openvino_versions(options),
         },
     }
+
+
+def _openvino_versions(options: dict[str, Any]) -> dict[str, str]:
+    if options.get("runtime") != "openvino":
+        return {}
+    import nncf
+    import openvino
+
+    return {"openvino": openvino.__version__, "nncf": nncf.__version__}

@@ -16,7 +16,9 @@ from flagembed.engine.backends.onnx_export import (
     export_onnx,
     is_export_folder,
     open_export_folder,
+    read_manifest,
 )
+from flagembed.engine.hardware import default_threads
 
 logger = logging.getLogger(__name__)
 
@@ -26,21 +28,6 @@ def cpu_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
-
-
-def default_threads() -> int:
-    """Intra-op threads for the model: ``$FLAGEMBED_NUM_THREADS`` or one per available core.
-
-    Tokenization runs before (not beside) the model, so the model may use every core without
-    oversubscribing; inter-op parallelism stays at 1 (encoder graphs are one long chain).
-    """
-    env = os.environ.get("FLAGEMBED_NUM_THREADS")
-    if env:
-        value = int(env)
-        if value < 1:
-            raise ValueError(f"FLAGEMBED_NUM_THREADS must be >= 1, got {env!r}")
-        return value
-    return cpu_count()
 
 
 class OnnxRunner:
@@ -135,24 +122,34 @@ def export_backbone(folder: str | os.PathLike[str], backend: str, trust_remote_c
 
 
 class OpenVinoRunner:
-    """An OpenVINO CPU model compiled from the same ONNX export (fp32; often faster than onnxruntime's fp32).
+    """An OpenVINO CPU model compiled from the ONNX export (fp32), or an NNCF static int8 IR.
 
     Args:
-        model_file: the ``.onnx`` graph.
+        model_file: the ``.onnx`` graph or the int8 ``.xml`` IR.
         num_threads: inference threads (default :func:`default_threads`).
+        precision_hint: OpenVINO's ``INFERENCE_PRECISION_HINT`` for ops that are not int8: ``f32`` (the default
+            for fp32 graphs, exact) or ``bf16`` (the default for int8 IRs: faster on AMX/AVX512-BF16 CPUs).
     """
 
-    def __init__(self, model_file: str | os.PathLike[str], *, num_threads: int | None = None) -> None:
+    def __init__(
+        self, model_file: str | os.PathLike[str], *, num_threads: int | None = None, precision_hint: str | None = None
+    ) -> None:
         try:
             import openvino as ov
         except ImportError as exc:
             raise ImportError('backend="openvino" needs OpenVINO: pip install openvino') from exc
+        from flagembed.engine.hardware import cpu_fast_bf16
+
         threads = default_threads() if num_threads is None else int(num_threads)
         if threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         self.model_file = Path(model_file)
         self.num_threads = threads
-        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+        if precision_hint is None:
+            int8 = self.model_file.suffix == ".xml"
+            precision_hint = "bf16" if int8 and cpu_fast_bf16() else "f32"
+        self.precision_hint = precision_hint
+        config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision_hint}
         self.compiled = ov.Core().compile_model(str(model_file), "CPU", config)
 
     def hidden_states(
@@ -177,10 +174,15 @@ def load_runner(
 ) -> tuple[OnnxRunner | OpenVinoRunner, OnnxExport]:
     """A runner for ``backend`` ("onnx" or "openvino") over the checkpoint's cached ONNX export.
 
+    ``quantize="int8"`` means onnxruntime's dynamic int8 with ``backend="onnx"`` and NNCF static int8 with
+    ``backend="openvino"`` (calibrated once on bundled SciFact abstracts, then cached).
+
     Raises:
-        ValueError: unknown backend, or ``quantize`` with OpenVINO (its int8 path is not built yet).
+        ValueError: unknown backend, or an export folder that holds other weights than asked for.
     """
     if backend == "onnx":
+        if is_export_folder(model_dir) and (read_manifest(model_dir) or {}).get("options", {}).get("runtime"):
+            raise ValueError(f"{model_dir} is an OpenVINO int8 export; load it with backend='openvino'")
         return load_onnx_runner(
             model_dir,
             quantize=quantize,
@@ -190,12 +192,17 @@ def load_runner(
         )
     if backend != "openvino":
         raise ValueError(f"unknown backend {backend!r}; valid: onnx, openvino")
-    if quantize is not None:
-        raise ValueError("quantize='int8' is available with backend='onnx'; backend='openvino' runs fp32")
     if is_export_folder(model_dir):
-        export = open_export_folder(model_dir)
-        if (export.manifest.get("options") or {}).get("quantize"):
-            raise ValueError(f"{export.path} is an int8 export; backend='openvino' runs fp32 exports")
+        export = open_export_folder(model_dir, quantize)
+        opts = export.manifest.get("options") or {}
+        if opts.get("quantize") and opts.get("runtime") != "openvino":
+            raise ValueError(
+                f"{export.path} is an onnxruntime int8 export; load it with backend='onnx' "
+                "(OpenVINO int8 comes from `flagembed export --backend openvino --quantize int8`)"
+            )
     else:
-        export = export_onnx(model_dir, revision=revision, trust_remote_code=trust_remote_code)
+        export = export_onnx(
+            model_dir, quantize=quantize, revision=revision, trust_remote_code=trust_remote_code,
+            runtime="openvino" if quantize else "onnx",
+        )  # fmt: skip
     return OpenVinoRunner(export.model_file, num_threads=num_threads), export

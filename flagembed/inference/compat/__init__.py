@@ -3,8 +3,7 @@
 Switch by changing the import: ``from flagembed import FlagModel`` instead of
 ``from FlagEmbedding import FlagModel``. Differences from the reference (all deliberate):
 outputs are float32 even under fp16; half precision is ignored on CPU; several ``devices`` run one
-worker process each for dense embedding (errors re-raised, a dead worker fails the call), while M3 and
-the rerankers use the first device for now.
+worker process each, for the embedders, M3 and the rerankers alike (errors re-raised, a dead worker fails the call).
 """
 
 from flagembed.inference.compat.decoders import FlagICLModel, FlagLLMModel, FlagPseudoMoEModel

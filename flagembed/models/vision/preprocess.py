@@ -32,6 +32,10 @@ class ImageError(ValueError):
         self.index = index
 
 
+class ImageTooLargeError(ImageError):
+    """An image has more pixels than allowed (checked from its header, before decoding)."""
+
+
 def _pil() -> Any:
     try:
         from PIL import Image
@@ -97,7 +101,7 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> N
     if w < 1 or h < 1:
         raise ImageError(f"image {name} is empty ({w}x{h})")
     if max_pixels is not None and w * h > max_pixels:
-        raise ImageError(f"image {name} has {w}x{h}={w * h} pixels, over the limit of {max_pixels}")
+        raise ImageTooLargeError(f"image {name} has {w}x{h}={w * h} pixels, over the limit of {max_pixels}")
 
 
 def _from_array(arr: np.ndarray) -> Any:
