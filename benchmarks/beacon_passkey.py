@@ -7,6 +7,9 @@ window by window without memory (it sees only the question's window), and of the
 over the whole prompt (positions beyond its training length); and the KV memory of each.
 
 Token task: [bos] noise... KEY d1..dk noise... QUERY -> d1..dk eos (digits and noise are random tokens).
+Beacons are appended (``--pos append``, the default here): the question's window then holds raw tokens only,
+as in the training recipe's last window and in the base's own training; with ``interleave`` the partial last
+window carries beacons the base never saw and that no loss made harmless (the answer is the only target).
 
     nice -n 5 python benchmarks/beacon_passkey.py                      # the size (~20-30 min on 2 cores)
     nice -n 5 python benchmarks/beacon_passkey.py --base-steps 200 --beacon-steps 50 --eval 10   # smoke
@@ -171,6 +174,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--window", type=int, default=32)
     ap.add_argument("--ratio", type=int, default=4)
+    ap.add_argument("--param", default="qkv", help="projections with beacon copies, e.g. qkv or qkvo")
+    ap.add_argument("--pos", default="append", choices=["append", "interleave"], help="beacon placement")
     ap.add_argument("--key-len", type=int, default=5)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=128)
@@ -185,6 +190,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=50, help="prompts per length")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="beacon_passkey", help="bench_results/<name>.json")
     ap.add_argument("--base-cache", type=Path, default=None, help="reuse (or save) the stage-1 base in this folder")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -202,7 +208,9 @@ def main() -> None:
         if args.base_cache:
             base.save_pretrained(args.base_cache)
     t1 = time.time()
-    settings = BeaconSettings(window=args.window, stride=args.window, ratio=(args.ratio,))
+    settings = BeaconSettings(
+        window=args.window, stride=args.window, ratio=(args.ratio,), pos=args.pos, param=tuple(args.param)
+    )
     beacon = BeaconModel(copy.deepcopy(base), settings)
     n_beacon = freeze_base(beacon.model)
     print(f"stage 2: beacon params only ({n_beacon:,}) on prompts of {args.train_mult} windows, ratio {args.ratio}")
@@ -233,7 +241,7 @@ def main() -> None:
     path = write_json(
         "beacon_passkey",
         {
-            "args": vars(args),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "rows": rows,
             "seconds": {"base": t1 - t0, "beacon": t2 - t1, "eval": t3 - t2},
             "base_loss_last50": sum(base_losses[-50:]) / 50,

@@ -146,6 +146,7 @@ def test_only_beacon_params_get_grads_and_single_window_refused():
         model(input_ids=x[:, :8], labels=x[:, :8])
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_same_grads():
     x = ids(30)
     grads = []

@@ -77,6 +77,7 @@ def test_chat_labels_on_assistant_turns_only(tiny_dir):
     assert labelled == ["w3", "w4", "<|im_end|>", "\n", "ok", "<|im_end|>", "\n"]
 
 
+@pytest.mark.slow
 def test_train_resume_and_cli(tiny_dir, tmp_path):
     from flagembed.longctx.beacon import load_beacon_model
     from flagembed.longctx.beacon.train import BeaconTrainConfig, train_beacon
