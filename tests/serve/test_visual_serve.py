@@ -82,3 +82,11 @@ def test_text_model_refuses_images(tiny_embedder):
     with TestClient(create_app(host, api_keys=ApiKeys(use_env=False), limits=Limits(reject_delay_s=0))) as c:
         resp = c.post("/v1/embeddings", json={"input": [image_part(tiny_visual.draw(4))]})
     assert resp.status_code == 422 and "text only" in resp.json()["error"]["message"]
+
+
+def test_load_host_picks_visual_embedder(tiny_bert, tmp_path):
+    from flagembed.serve.backends import load_host
+
+    folder = tiny_visual.build_visual(tiny_bert, tmp_path / "vis", seed=6)
+    host = load_host(str(folder), device="cpu")
+    assert isinstance(host.model, VisualEmbedder) and host.kind == "dense"
