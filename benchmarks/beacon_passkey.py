@@ -11,8 +11,9 @@ Beacons are appended (``--pos append``, the default here): the question's window
 as in the training recipe's last window and in the base's own training; with ``interleave`` the partial last
 window carries beacons the base never saw and that no loss made harmless (the answer is the only target).
 
-    nice -n 5 python benchmarks/beacon_passkey.py                      # the issue's size (~20-30 min on 2 cores)
-    nice -n 5 python benchmarks/beacon_passkey.py --base-steps 200 --beacon-steps 50 --eval 10   # smoke
+    nice -n 5 python benchmarks/beacon_passkey.py                # the measured run (r = 2; ~15 min, 1 thread)
+    nice -n 5 python benchmarks/beacon_passkey.py --ratio 4 --param qkvo --name beacon_passkey_r4
+    nice -n 5 python benchmarks/beacon_passkey.py --base-steps 100 --beacon-steps 20 --eval 8   # smoke
 """
 
 from __future__ import annotations
@@ -172,23 +173,23 @@ def evaluate(base, beacon: BeaconModel, args, g) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--window", type=int, default=32)
-    ap.add_argument("--ratio", type=int, default=4)
+    ap.add_argument("--window", type=int, default=16)
+    ap.add_argument("--ratio", type=int, default=2)
     ap.add_argument("--param", default="qkv", help="projections with beacon copies, e.g. qkv or qkvo")
     ap.add_argument("--pos", default="append", choices=["append", "interleave"], help="beacon placement")
-    ap.add_argument("--key-len", type=int, default=5)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--key-len", type=int, default=3)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--base-steps", type=int, default=1500)
     ap.add_argument("--base-lr", type=float, default=3e-3)
-    ap.add_argument("--beacon-batch", type=int, default=8)
-    ap.add_argument("--beacon-steps", type=int, default=600)
-    ap.add_argument("--beacon-lr", type=float, default=2e-3)
+    ap.add_argument("--beacon-batch", type=int, default=4)
+    ap.add_argument("--beacon-steps", type=int, default=2500)
+    ap.add_argument("--beacon-lr", type=float, default=5e-3)
     ap.add_argument("--train-mult", type=int, default=8, help="beacon training prompts: this many windows")
-    ap.add_argument("--lengths", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="eval lengths in windows")
+    ap.add_argument("--lengths", type=int, nargs="+", default=[1, 2, 4, 8], help="eval lengths in windows")
     ap.add_argument("--eval", type=int, default=50, help="prompts per length")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="beacon_passkey", help="bench_results/<name>.json")
     ap.add_argument("--base-cache", type=Path, default=None, help="reuse (or save) the stage-1 base in this folder")
@@ -239,7 +240,7 @@ def main() -> None:
     print(f"KV entries are per layer (x {2 * args.layers} tensors of {base.config.num_key_value_heads} heads).")
     print(f"time: base {t1 - t0:.0f} s, beacon {t2 - t1:.0f} s, eval {t3 - t2:.0f} s")
     path = write_json(
-        "beacon_passkey",
+        args.name,
         {
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "rows": rows,

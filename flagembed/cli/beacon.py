@@ -16,7 +16,7 @@ beacon_app = typer.Typer(help="Activation Beacon: train beacon parameters (base 
 def beacon_train(
     model: str = typer.Option(..., "--model", "-m", help="Base or beacon checkpoint (folder or cached hub id)."),
     train_data: list[Path] = typer.Option(..., "--train-data", help="jsonl with 'text' or 'conversations' rows."),
-    output: Path = typer.Option(..., "--out", "--output", "-o", help="Output folder (checkpoints and final model)."),
+    output: Path = typer.Option(..., "--output", "--out", "-o", help="Output folder (checkpoints and final model)."),
     window: int = typer.Option(1024, help="beacon_window W (raw tokens per window)."),
     stride: Optional[int] = typer.Option(None, help="beacon_stride S (default W)."),
     ratio: list[int] = typer.Option([2, 4, 8, 16, 32], "--ratio", help="Candidate ratios (repeatable)."),
