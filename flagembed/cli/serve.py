@@ -13,6 +13,10 @@ from flagembed.cli.common import Device, DType, TrustRemoteCode, fail
 def serve(
     model: str = typer.Option(..., "--model", "-m", help="Embedding model: name, hub id or local folder."),
     reranker: Optional[str] = typer.Option(None, "--reranker", "-r", help="Optional reranker for /v1/rerank."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index directory answered on /v1/search."),
+    store: Optional[str] = typer.Option(
+        None, "--store", help="Milvus collection answered on /v1/search: file.db[#name] or milvus://host:port/name."
+    ),
     kind: str = typer.Option("auto", help="auto, dense or m3 (m3 adds /v1/embeddings/sparse and /multivector)."),
     served_name: Optional[str] = typer.Option(None, help="Model name clients send (default: the folder name)."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
@@ -58,6 +62,14 @@ def serve(
 
     try:  # everything is checked before a model is loaded
         check_port(port)
+        if index is not None and store is not None:
+            raise ValueError("give --index or --store, not both")
+        if index is not None and not (index / "manifest.json").is_file():
+            raise ValueError(f"--index {index} is not an index directory (no manifest.json)")
+        if store is not None:
+            from flagembed.index.milvus import parse_store
+
+            parse_store(store)
         keys = gather_keys(api_key, api_key_file)
         limits = Limits(
             max_payload_bytes, max_inputs, max_input_tokens, truncate, max_concurrent,
@@ -74,6 +86,8 @@ def serve(
         run_server(
             model,
             reranker=reranker,
+            index=str(index) if index is not None else None,
+            store=store,
             kind=kind,  # type: ignore[arg-type]
             served_name=served_name,
             host=host,

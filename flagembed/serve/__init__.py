@@ -14,6 +14,7 @@ from flagembed.serve.backends import ModelHost, load_host
 from flagembed.serve.batcher import BatchingConfig, DynamicBatcher
 from flagembed.serve.client import FlagEmbedClient, ServeError, openai_client
 from flagembed.serve.limits import ApiError, ConnectionLimits, Limits
+from flagembed.serve.search import SearchHost, load_search
 from flagembed.serve.server import make_server, run_server
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "ServeError",
     "create_app",
     "load_host",
+    "load_search",
+    "SearchHost",
     "make_server",
     "openai_client",
     "run_server",

@@ -35,6 +35,7 @@ from flagembed.serve.limits import (
     ShutdownGuardMiddleware,
 )
 from flagembed.serve.metrics import Metrics, MetricsMiddleware
+from flagembed.serve.search import SearchHost
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class ServerState:
     cors_origins: tuple[str, ...] = ()
     drain_timeout_s: float = 30.0
     connections: ConnectionLimits = ConnectionLimits()
+    search: SearchHost | None = None
     # Large requests are tokenized here, one at a time and in arrival order, so a flood of big requests
     # occupies one thread (and about one core) instead of every thread of the shared pool.
     tokenize_pool: ThreadPoolExecutor = field(
@@ -88,6 +90,7 @@ def create_app(
     cors_origins: Iterable[str] = (),
     drain_timeout_s: float = 30.0,
     connections: ConnectionLimits | None = None,
+    search: SearchHost | None = None,
 ) -> FastAPI:
     """Build the app around loaded models; the batcher starts and drains with the app's lifespan.
 
@@ -100,6 +103,7 @@ def create_app(
         drain_timeout_s: how long shutdown waits for queued requests.
         connections: connection timeouts and caps; the app enforces the body timeout and reports all
             of them in ``/info``, :func:`flagembed.serve.make_server` applies the rest.
+        search: an index or Milvus store answered on ``POST /v1/search`` (see :func:`flagembed.serve.load_search`).
     """
     limits = limits or Limits()
     connections = connections or ConnectionLimits()
@@ -108,7 +112,9 @@ def create_app(
     cfg = replace(batching or BatchingConfig(), max_pending=limits.max_concurrent_requests)
     batcher = DynamicBatcher(cfg, on_batch=metrics.observe_batch)
     metrics.track_depth(lambda: batcher.depth)
-    state = ServerState(host, limits, batcher, metrics, keys, tuple(cors_origins), drain_timeout_s, connections)
+    state = ServerState(
+        host, limits, batcher, metrics, keys, tuple(cors_origins), drain_timeout_s, connections, search=search
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -116,6 +122,8 @@ def create_app(
         yield
         await run_in_threadpool(batcher.close, drain_timeout_s)
         state.tokenize_pool.shutdown(wait=False, cancel_futures=True)
+        if search is not None:
+            search.close()
 
     from flagembed import __version__
 
@@ -201,6 +209,28 @@ def _add_routes(app: FastAPI, st: ServerState) -> None:
         body = {"id": uuid.uuid4().hex, "model": name, "results": results, "usage": {"total_tokens": tokens}}
         return JSONResponse(body)
 
+    @app.post("/v1/search", responses=ERRORS)
+    async def search(req: s.SearchRequest) -> Response:
+        """Top-k documents per query from the served index or Milvus store (ranked as ``flagembed search``)."""
+        if st.search is None:
+            raise ApiError(404, "this server has no index: start it with --index DIR or --store STORE")
+        try:
+            queries = req.queries()
+        except ValueError as exc:
+            raise ApiError(422, str(exc), param="query") from exc
+        st.limits.check_inputs(len(queries), "query")
+        res = await run_in_threadpool(st.search.search, queries, req.top_k, req.modes, req.weights, req.fusion,
+                                      req.filter)  # fmt: skip
+        data = []
+        for qi, (ids, scores) in enumerate(zip(res.ids, res.scores)):
+            hits = [{"id": d, "score": float(v)} for d, v in zip(ids, scores)]
+            if req.return_documents and res.docs is not None:
+                for hit, doc in zip(hits, res.docs[qi]):
+                    hit["document"] = doc
+            data.append({"object": "search_result", "index": qi, "results": hits})
+        st.metrics.inputs.labels("search").inc(len(queries))
+        return JSONResponse({"object": "list", "data": data, "index": st.search.info()})
+
     @app.get("/v1/models", response_model=s.ModelList, responses=ERRORS)
     async def models() -> dict[str, Any]:
         """The served model names."""
@@ -226,6 +256,7 @@ def _add_routes(app: FastAPI, st: ServerState) -> None:
             "connections": st.connections.as_dict(),
             "auth": bool(st.keys),
             "cors_origins": list(st.cors_origins),
+            "search": st.search.info() if st.search is not None else None,
         }
 
     @app.get("/metrics", responses=ERRORS)

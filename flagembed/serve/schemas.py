@@ -164,6 +164,28 @@ class RerankRequest(_Request):
         return {"text": d} if isinstance(d, str) else d.model_dump(exclude_none=True)
 
 
+class SearchRequest(_Request):
+    """``POST /v1/search``: query texts against the served index (``flagembed serve --index/--store``)."""
+
+    query: Union[str, list[str]]
+    top_k: int = Field(10, ge=1, le=1000, description="Hits per query.")
+    modes: Optional[Union[str, list[str]]] = Field(None, description="Modes to fuse (default: all of the index).")
+    weights: Optional[Union[str, list[float], dict[str, float]]] = None
+    fusion: Optional[Literal["weighted", "rrf"]] = None
+    filter: str = Field("", description='Milvus boolean expression, e.g. metadata["year"] > 2020 (stores only).')
+    return_documents: bool = True
+
+    def queries(self) -> list[str]:
+        """The query texts, each non-empty."""
+        texts = [self.query] if isinstance(self.query, str) else list(self.query)
+        if not texts:
+            raise ValueError("query must not be empty")
+        for i, t in enumerate(texts):
+            if not t.strip():
+                raise ValueError(f"query[{i}] is empty")
+        return texts
+
+
 # ---------------------------------------------------------------------- responses (for the OpenAPI schema)
 class Usage(BaseModel):
     """Token counts (after truncation)."""

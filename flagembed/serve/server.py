@@ -158,6 +158,8 @@ def run_server(
     log_level: str = "info",
     trust_remote_code: bool = False,
     task: str | None = None,
+    index: str | None = None,
+    store: str | None = None,
 ) -> None:
     """Load the models and serve them until interrupted (what ``flagembed serve`` runs).
 
@@ -165,6 +167,7 @@ def run_server(
         ValueError: a bad port or API key (checked before any model is loaded).
     """
     from flagembed.serve.app import create_app
+    from flagembed.serve.search import load_search
 
     check_port(port)
     keys = ApiKeys(api_keys)
@@ -183,8 +186,10 @@ def run_server(
         trust_remote_code=trust_remote_code,
         task=task,
     )
+    search = load_search(index, store, device=device, trust_remote_code=trust_remote_code)
     app = create_app(
         models,
+        search=search,
         limits=limits,
         batching=batching,
         api_keys=keys,

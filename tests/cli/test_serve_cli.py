@@ -115,3 +115,20 @@ def test_run_server_checks_port_and_keys_before_loading(monkeypatch):
         server.run_server("m", port=70000)
     with pytest.raises(ValueError, match="empty"):
         server.run_server("m", api_keys=[""])
+
+
+def test_index_and_store_reach_run_server_and_are_checked_first(captured, tmp_path):
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "manifest.json").write_text("{}")
+    result = CliRunner().invoke(app, ["serve", "-m", "m", "--index", str(idx)])
+    assert result.exit_code == 0, result.output
+    assert captured["index"] == str(idx) and captured["store"] is None
+    captured.clear()
+    for args, needle in [
+        (["--index", str(tmp_path)], "is not an index directory"),
+        (["--index", str(idx), "--store", "x.db"], "not both"),
+    ]:
+        result = CliRunner().invoke(app, ["serve", "-m", "m", *args])
+        assert result.exit_code != 0 and needle in result.output, result.output
+        assert not captured  # refused before any model is loaded
