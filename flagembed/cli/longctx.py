@@ -20,6 +20,9 @@ ROPE_THETA = typer.Option(None, "--rope-theta", help="Load with this RoPE base (
 DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:N (default: the model's own placement).")
 DTYPE = typer.Option("auto", "--dtype", help="auto, fp32, fp16 or bf16.")
 CHAT = typer.Option("auto", "--chat", help="auto (use the chat template if any), yes or no.")
+BEACON = typer.Option(
+    False, "--beacon", help="Read with Activation Beacon (the folder's beacon_* settings and tensors, else fresh ones)."
+)
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -38,13 +41,34 @@ def _chat(value: str) -> bool | str:
     return value if value == "auto" else value == "yes"
 
 
-def _load(model: str, device: Optional[str], dtype: str, rope_theta: Optional[float], trust: bool) -> tuple[Any, Any]:
+def _load(
+    model: str, device: Optional[str], dtype: str, rope_theta: Optional[float], trust: bool, beacon: bool = False
+) -> tuple[Any, Any]:
     from flagembed.longctx import load_causal_lm
 
+    if beacon:
+        return _load_beacon(model, device, dtype, rope_theta, trust)
     try:
         return load_causal_lm(model, device=device, dtype=dtype,
                               rope={"theta": rope_theta} if rope_theta else None, trust_remote_code=trust)
     except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _load_beacon(model: str, device: Optional[str], dtype: str, rope_theta: Optional[float], trust: bool) -> Any:
+    import torch
+
+    from flagembed.longctx.beacon import load_beacon_model
+    from flagembed.models import load_tokenizer
+
+    if rope_theta or trust:
+        fail("--beacon reads stock Llama/Qwen2/Mistral checkpoints: --rope-theta and --trust-remote-code do not apply")
+    dtypes = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype not in dtypes:
+        fail(f"--dtype: expected one of {', '.join(dtypes)}, got {dtype!r}")
+    try:
+        return load_beacon_model(model, dtype=dtypes[dtype], device=device), load_tokenizer(model)
+    except (FileNotFoundError, ValueError, OSError) as exc:
         fail(str(exc))
 
 
@@ -81,12 +105,13 @@ def passkey(
     device: Optional[str] = DEVICE,
     dtype: str = DTYPE,
     trust_remote_code: TrustRemoteCode = False,
+    beacon: bool = BEACON,
 ) -> None:
     """Passkey retrieval accuracy over a length × depth grid."""
     from flagembed.longctx.harness import eval_passkey, plot_heatmap
 
     grid = _ints(lengths, "--lengths"), _ints(depths, "--depths")
-    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code)
+    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code, beacon)
     result = eval_passkey(lm, tok, *grid, seed=seed, samples=samples, max_new_tokens=max_new_tokens, chat=_chat(chat))
     _grid_table(result)
     _finish(result, out, plot, plot_heatmap)
@@ -106,6 +131,7 @@ def needle(
     device: Optional[str] = DEVICE,
     dtype: str = DTYPE,
     trust_remote_code: TrustRemoteCode = False,
+    beacon: bool = BEACON,
 ) -> None:
     """Needle-in-a-haystack: ROUGE-L recall of the needle over a length × depth grid."""
     from flagembed.longctx.harness import eval_needle, plot_heatmap
@@ -114,7 +140,7 @@ def needle(
     for p in haystack or []:
         if not p.exists():
             fail(f"--haystack: {p} does not exist")
-    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code)
+    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code, beacon)
     result = eval_needle(lm, tok, *grid, haystack=haystack or None, max_new_tokens=max_new_tokens, chat=_chat(chat))
     _grid_table(result)
     _finish(result, out, plot, plot_heatmap)
@@ -133,6 +159,7 @@ def ppl(
     device: Optional[str] = DEVICE,
     dtype: str = DTYPE,
     trust_remote_code: TrustRemoteCode = False,
+    beacon: bool = BEACON,
 ) -> None:
     """Sliding-window perplexity at each length."""
     from flagembed._io import read_texts
@@ -142,7 +169,7 @@ def ppl(
     if not data.is_file():
         fail(f"--data: {data} is not a file")
     texts = [str(t) for t in read_texts(data)][:limit]
-    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code)
+    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code, beacon)
     try:
         result = perplexity_by_length(lm, tok, texts, sizes, stride=stride)
     except ValueError as exc:
@@ -164,6 +191,7 @@ def topic(
     device: Optional[str] = DEVICE,
     dtype: str = DTYPE,
     trust_remote_code: TrustRemoteCode = False,
+    beacon: bool = BEACON,
 ) -> None:
     """LongChat topic retrieval accuracy by number of topics."""
     import json
@@ -175,7 +203,7 @@ def topic(
         fail(f"--data: {data} is not a file")
     text = data.read_text(encoding="utf-8").lstrip()
     rows = json.loads(text) if text.startswith("[") else list(read_jsonl(data))
-    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code)
+    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code, beacon)
     try:
         result = eval_topic(lm, tok, rows[:limit], max_new_tokens=max_new_tokens, chat=_chat(chat))
     except ValueError as exc:
@@ -199,13 +227,14 @@ def longbench(
     device: Optional[str] = DEVICE,
     dtype: str = DTYPE,
     trust_remote_code: TrustRemoteCode = False,
+    beacon: bool = BEACON,
 ) -> None:
     """LongBench (or InfiniteBench) with the official prompts and scorers, on a local copy of the data."""
     from flagembed.longctx.harness import eval_infbench, eval_longbench
 
     if not data.is_dir():
         fail(f"--data: {data} is not a folder")
-    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code)
+    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code, beacon)
     try:
         if infbench:
             result = eval_infbench(lm, tok, data, tasks or ("longbook_qa_eng",), max_length=max_length, limit=limit,
@@ -233,11 +262,12 @@ def mmlu(
     device: Optional[str] = DEVICE,
     dtype: str = DTYPE,
     trust_remote_code: TrustRemoteCode = False,
+    beacon: bool = BEACON,
 ) -> None:
     """Short-context retention: multiple-choice accuracy by answer likelihood."""
     from flagembed.longctx.retention import eval_mmlu
 
-    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code)
+    lm, tok = _load(model, device, dtype, rope_theta, trust_remote_code, beacon)
     try:
         result = eval_mmlu(lm, tok, data, few_shot=few_shot, limit=limit)
     except (FileNotFoundError, ValueError) as exc:

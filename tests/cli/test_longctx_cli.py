@@ -67,3 +67,13 @@ def test_synth_writes_rows(llama, tmp_path):
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in rows] == ["passkey", "kv", "passkey"]
+
+
+def test_passkey_with_beacon(llama, tmp_path):
+    args = ["longctx", "eval", "passkey", "-m", str(llama), "--lengths", "100", "--depths", "50", "--max-new-tokens",
+            "2", "--beacon"]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "b.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "b.json").read_text())["lengths"] == [100]
+    bad = runner.invoke(app, [*args, "--rope-theta", "1e6"])
+    assert bad.exit_code == 2 and "--beacon" in bad.output
