@@ -35,7 +35,7 @@ def retrieval(
     data: Path = typer.Option(..., "--data", "-d", help="Retrieval folder (BEIR or FlagEmbedding layout)."),
     output: Path = typer.Option(..., "--output", "--out", "-o", help="Folder for results JSON, tables and the cache."),
     split: str = typer.Option("test", help="Qrels split to evaluate."),
-    rerank: Optional[str] = typer.Option(None, "--rerank", help="Reranker to rescore the top hits with."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", "--reranker", help="Reranker to rescore the top hits with."),
     rerank_top_k: int = typer.Option(100, "--rerank-top-k", help="Hits per query to rerank."),
     modes: str = typer.Option(
         "dense", help="Comma-separated: dense, bm25, dense+bm25 (any model); M3: sparse, colbert, dense+sparse, hybrid."

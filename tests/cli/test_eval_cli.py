@@ -250,3 +250,14 @@ def test_eval_mteb_unknown_task_and_offline(tiny_bert, tmp_path, monkeypatch):
     monkeypatch.setattr(mteb, "evaluate", offline)
     res = runner.invoke(app, ["eval", "mteb", "-m", str(tiny_bert), "--tasks", "STSBenchmark", "--device", "cpu"])
     assert "mteb could not fetch a dataset" in _error_line(res, after_model_load=True)
+
+
+def test_rerank_option_has_the_serve_spelling_too():
+    """``--reranker`` (as on ``flagembed serve``) and ``--rerank`` name the same option."""
+    from typer.main import get_command
+
+    from flagembed.cli import app
+
+    retrieval = get_command(app).commands["eval"].commands["retrieval"]  # type: ignore[attr-defined]
+    opts = {o for p in retrieval.params for o in p.opts if p.name == "rerank"}
+    assert opts == {"--rerank", "--reranker"}
