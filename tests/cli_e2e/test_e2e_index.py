@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -79,3 +80,18 @@ def test_index_build_refuses_non_index_dir(built):
                     "--no-progress", check=False)  # fmt: skip
     assert_clean_error(res, "notes")
     assert (built.cwd / "notes" / "keep.txt").read_text(encoding="utf-8") == "mine"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pymilvus") is None or importlib.util.find_spec("milvus_lite") is None,
+    reason="pymilvus / milvus-lite are not installed",
+)
+def test_store_build_then_search_in_fresh_processes(built, expected):
+    """``index build --store docs.db`` then ``search --store docs.db``: a relative Milvus Lite file, as typed."""
+    query, ids, scores, _ = expected
+    res = built.run("index", "build", "-m", built.model, "--corpus", "scifact/corpus.jsonl", "--store", "docs.db",
+                    "--no-progress")  # fmt: skip
+    assert "indexed" in res.stdout
+    hits = json.loads(built.run("search", "--store", "docs.db", query, "--top-k", "5", "--json").stdout)
+    assert [h["id"] for h in hits] == ids[:5]
+    np.testing.assert_allclose([h["score"] for h in hits], scores[:5], atol=1e-4)
