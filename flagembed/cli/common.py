@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional
 
 import typer
@@ -60,3 +61,19 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def model_kwargs(device: Any, dtype: str, trust_remote_code: bool, **extra: Any) -> dict[str, Any]:
     """What a command passes to the models it loads (progress bars: auto)."""
     return {"device": device, "dtype": dtype, "show_progress": None, "trust_remote_code": trust_remote_code, **extra}
+
+
+def hf_argv(
+    extra: list[str], model: str | None, train_data: list[Path] | None, output: Path | None, trust_remote_code: bool
+) -> list[str]:
+    """The HfArgumentParser argv of a training command: its pass-through options plus our short spellings."""
+    argv = list(extra)
+    if model:
+        argv += ["--model_name_or_path", model]
+    if train_data:
+        argv += ["--train_data", *[str(p) for p in train_data]]
+    if output:
+        argv += ["--output_dir", str(output)]
+    if trust_remote_code:
+        argv += ["--trust_remote_code", "True"]
+    return argv

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import TrustRemoteCode, fail
+from flagembed.cli.common import TrustRemoteCode, fail, hf_argv
 
 USAGE = "usage: flagembed pretrain retromae --model MODEL --train-data FILE --output DIR [reference options]"
 
@@ -26,17 +26,9 @@ def retromae_cmd(
     --encoder_mlm_probability 0.3 --decoder_mlm_probability 0.5 --learning_rate 2e-5 --num_train_epochs 2)."""
     from flagembed.train.retromae import parse_retromae_args, pretrain_retromae
 
-    argv = list(ctx.args)
-    if not (model or train_data or output or argv):
+    if not (model or train_data or output or ctx.args):
         fail(f"nothing to train\n{USAGE}")
-    if model:
-        argv += ["--model_name_or_path", model]
-    if train_data:
-        argv += ["--train_data", *[str(p) for p in train_data]]
-    if output:
-        argv += ["--output_dir", str(output)]
-    if trust_remote_code:
-        argv += ["--trust_remote_code", "True"]
+    argv = hf_argv(ctx.args, model, train_data, output, trust_remote_code)
     try:
         args, training_args = parse_retromae_args(argv)
         result = pretrain_retromae(args, training_args)

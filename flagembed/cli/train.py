@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from flagembed.cli.common import Device, TrustRemoteCode, emit_table, fail
+from flagembed.cli.common import Device, TrustRemoteCode, emit_table, fail, hf_argv
 
 USAGE = "usage: flagembed finetune embedder --model MODEL --train-data FILE --output DIR [reference options]"
 
@@ -30,17 +30,9 @@ def finetune_embedder_cmd(
     --learning_rate 1e-5 --num_train_epochs 1 --per_device_train_batch_size 32 --negatives_cross_device)."""
     from flagembed.train import finetune_embedder, parse_finetune_args
 
-    argv = list(ctx.args)
-    if not (model or train_data or output or argv):
+    if not (model or train_data or output or ctx.args):
         fail(f"nothing to train\n{USAGE}\nsee flagembed finetune embedder --help")
-    if model:
-        argv += ["--model_name_or_path", model]
-    if train_data:
-        argv += ["--train_data", *[str(p) for p in train_data]]
-    if output:
-        argv += ["--output_dir", str(output)]
-    if trust_remote_code:
-        argv += ["--trust_remote_code", "True"]
+    argv = hf_argv(ctx.args, model, train_data, output, trust_remote_code)
     try:
         model_args, data_args, training_args = parse_finetune_args(argv)
         result = finetune_embedder(model_args, data_args, training_args, resume_from_checkpoint=_resume(resume))
@@ -67,13 +59,7 @@ def finetune_visual_cmd(
     HF/reference ones, e.g. --train_group_size 2 --patch_dropout 0.5 --train_text_tower True --learning_rate 2e-5."""
     from flagembed.train.visual import finetune_visual, parse_visual_args
 
-    argv = list(ctx.args) + ["--task_type", task_type]
-    if model:
-        argv += ["--model_name_or_path", model]
-    if train_data:
-        argv += ["--train_data", *[str(p) for p in train_data]]
-    if output:
-        argv += ["--output_dir", str(output)]
+    argv = hf_argv([*ctx.args, "--task_type", task_type], model, train_data, output, False)
     try:
         args, training_args = parse_visual_args(argv)
         result = finetune_visual(args, training_args)
@@ -206,18 +192,13 @@ def finetune_reranker_cmd(
     --query_max_len 64 --passage_max_len 256 --knowledge_distillation True --start_layer 8 --learning_rate 6e-5)."""
     from flagembed.train import finetune_reranker, parse_reranker_args
 
-    argv = list(ctx.args)
-    if not (model or train_data or output or argv):
+    if not (model or train_data or output or ctx.args):
         fail(f"nothing to train\n{RERANKER_USAGE}\nsee flagembed finetune reranker --help")
-    for flag, value in (("--model_name_or_path", model), ("--model_type", model_type), ("--output_dir", output)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if train_data:
-        argv += ["--train_data", *[str(p) for p in train_data]]
+    argv = hf_argv(ctx.args, model, train_data, output, trust_remote_code)
+    if model_type is not None:
+        argv += ["--model_type", str(model_type)]
     if calibration_ratio is not None:
         argv += ["--calibration_ratio", str(calibration_ratio)]
-    if trust_remote_code:
-        argv += ["--trust_remote_code", "True"]
     try:
         model_args, data_args, training_args = parse_reranker_args(argv)
         result = finetune_reranker(model_args, data_args, training_args)
