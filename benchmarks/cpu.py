@@ -3,7 +3,8 @@
 Usage: python benchmarks/cpu.py [--docs 400] [--rounds 3] [--batch-size 32] [--queries 100] [--corpus 300]
                                 [--reference-python /work/refvenv/bin/python] [--skip ROW ...]
 
-Rows: flagembed {fp32, default (bf16 on AMX/AVX512-BF16 CPUs), OpenVINO static int8, onnxruntime dynamic int8},
+Rows: flagembed {fp32, default (bf16 on AMX/AVX512-BF16 CPUs), OpenVINO bf16, OpenVINO static int8, onnxruntime
+dynamic int8},
 sentence-transformers {fp32, bf16, ONNX qint8 and OpenVINO qint8 exports (need optimum; skipped with the reason
 when missing)} and the reference FlagModel fp32 (run in a separate interpreter that has FlagEmbedding, else
 skipped). Rows run in alternating rounds (the reference as one subprocess per round, timing only its encode
@@ -83,6 +84,8 @@ def flagembed_rows(path: Path, batch: int, skip: set[str]) -> dict[str, Any]:
     rows["flagembed fp32"] = Embedder(path, device="cpu", dtype="fp32", **common)
     default = Embedder(path, device="cpu", **common)
     rows[f"flagembed default ({str(default.dtype).replace('torch.', '')})"] = default
+    if "ov-bf16" not in skip:  # the fp32 ONNX graph compiled with OpenVINO's bf16 precision hint
+        rows["flagembed openvino bf16"] = Embedder(path, backend="openvino", dtype="bf16", **common)
     if "ov-int8" not in skip:
         rows["flagembed openvino int8"] = Embedder(path, backend="openvino", quantize="int8", **common)
     if "ort-int8" not in skip:
@@ -213,7 +216,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--corpus", type=int, default=300)
     ap.add_argument("--reference-python", default=os.environ.get("FLAGEMBED_REF_PYTHON", "/work/refvenv/bin/python"))
-    ap.add_argument("--skip", nargs="*", default=[], help="rows to leave out: ov-int8, ort-int8, st, reference")
+    ap.add_argument("--skip", nargs="*", default=[], help="rows: ov-bf16, ov-int8, ort-int8, st, reference")
     args = ap.parse_args()
     skip = set(args.skip)
 

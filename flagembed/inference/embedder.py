@@ -141,9 +141,12 @@ class Embedder:
         self.backend = backend
         self.onnx: OnnxRunner | OpenVinoRunner | None = None  # runs the backbone; pooling stays in encoder
         if backend != "torch":
+            # OpenVINO computes the non-int8 ops in the resolved dtype: bf16 (auto on AMX/AVX512-BF16 CPUs) or f32
+            hint = ("bf16" if self.dtype == torch.bfloat16 else "f32") if backend == "openvino" else None
             self.onnx, _ = load_runner(
-                backend, path, quantize=quantize, num_threads=num_threads, revision=revision, trust_remote_code=remote
-            )
+                backend, path, quantize=quantize, num_threads=num_threads, revision=revision,
+                trust_remote_code=remote, precision_hint=hint,
+            )  # fmt: skip
         self._length_warnings: set[tuple[int, int]] = set()
         self.max_length = self._cap_length(self.settings.max_length)
         self.query_max_length = self._cap_length(query_max_length) if query_max_length is not None else self.max_length

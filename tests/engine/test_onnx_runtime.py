@@ -91,6 +91,18 @@ def test_openvino_backend_on_the_same_export(cache: object, tiny_bert: Path) -> 
     assert ov.onnx.precision_hint == "f32"  # an fp32 graph runs exactly in fp32
 
 
+def test_openvino_precision_follows_dtype(cache: object, tiny_bert: Path) -> None:
+    """dtype picks OpenVINO's precision for the non-int8 ops: bf16 when asked (or auto on bf16 CPUs), else f32."""
+    pytest.importorskip("openvino")
+    texts = ["the cell", "a protein of the brain in mouse and human", "what is the risk of cancer"]
+    bf16 = Embedder(tiny_bert, backend="openvino", pooling="mean", dtype="bf16", num_threads=1)
+    assert bf16.onnx.precision_hint == "bf16"
+    ref = Embedder(tiny_bert, device="cpu", pooling="mean", dtype="fp32").encode(texts)
+    got = bf16.encode(texts)
+    assert got.dtype == np.float32 and np.min(np.sum(got * ref, axis=1)) >= 0.99  # bf16 rounding, not fp32-exact
+    assert Embedder(tiny_bert, backend="openvino", pooling="mean", dtype="fp32").onnx.precision_hint == "f32"
+
+
 @pytest.mark.slow
 def test_openvino_static_int8_export_folder(
     cache: object, tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

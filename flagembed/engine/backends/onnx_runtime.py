@@ -172,11 +172,13 @@ def load_runner(
     num_threads: int | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
+    precision_hint: str | None = None,
 ) -> tuple[OnnxRunner | OpenVinoRunner, OnnxExport]:
     """A runner for ``backend`` ("onnx" or "openvino") over the checkpoint's cached ONNX export.
 
     ``quantize="int8"`` means onnxruntime's dynamic int8 with ``backend="onnx"`` and NNCF static int8 with
-    ``backend="openvino"`` (calibrated once on bundled SciFact abstracts, then cached).
+    ``backend="openvino"`` (calibrated once on bundled SciFact abstracts, then cached). ``precision_hint``
+    (``f32``/``bf16``, OpenVINO only) is the precision of the ops that are not int8; see :class:`OpenVinoRunner`.
 
     Raises:
         ValueError: unknown backend, or an export folder that holds other weights than asked for.
@@ -206,4 +208,4 @@ def load_runner(
             model_dir, quantize=quantize, revision=revision, trust_remote_code=trust_remote_code,
             runtime="openvino" if quantize else "onnx",
         )  # fmt: skip
-    return OpenVinoRunner(export.model_file, num_threads=num_threads), export
+    return OpenVinoRunner(export.model_file, num_threads=num_threads, precision_hint=precision_hint), export
