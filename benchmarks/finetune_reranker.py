@@ -49,12 +49,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", default=str(ROOT / "out" / "finetune_reranker"))
     ap.add_argument("--query-max-len", type=int, default=32)
-    ap.add_argument("--passage-max-len", type=int, default=128)
-    ap.add_argument("--group-size", type=int, default=4)
+    ap.add_argument("--passage-max-len", type=int, default=160)
+    ap.add_argument("--group-size", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8, help="queries per step (x group size pairs)")
-    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--max-steps", type=int, default=-1)
-    ap.add_argument("--lr", type=float, default=6e-5)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--range-for-sampling", default="3-103", help="MiniLM ranks the negatives are drawn from")
     ap.add_argument("--calibration-ratio", type=float, default=0.1)
     ap.add_argument("--n-dev", type=int, default=40, help="dev claims evaluated (of the 100 held out)")
@@ -62,7 +62,13 @@ def main() -> None:
     ap.add_argument("--corpus-size", type=int, default=0, help="sub-corpus size (0: the full 5,183 docs)")
     ap.add_argument("--eval-queries", type=int, default=0, help="evaluate only the first N dev claims (0: all)")
     ap.add_argument("--rerank-top-k", type=int, default=100)
+    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                    help="bf16 autocast in training (default: on where the CPU multiplies bf16 in hardware)")
     args = ap.parse_args()
+    if args.bf16 is None:
+        from flagembed.engine.hardware import cpu_fast_bf16
+
+        args.bf16 = cpu_fast_bf16()
 
     from flagembed.evaluate.cache import EmbeddingCache
     from flagembed.evaluate.loaders import load_retrieval
@@ -99,7 +105,8 @@ def main() -> None:
     eval_out = out / "eval"
     data = load_retrieval(beir, "dev")
     texts = data.doc_texts()
-    base = Embedder("all-MiniLM-L6-v2", device="cpu", batch_size=128)
+    # fp32, as `flagembed eval retrieval` encodes on CPU by default: its cache then holds these very vectors
+    base = Embedder("all-MiniLM-L6-v2", device="cpu", dtype="fp32", batch_size=128)
     t = time.perf_counter()
     _, base_vecs = encode_retrieval_data(base, data, cache=EmbeddingCache(eval_out / "embedding_cache"))
     times["encode_corpus_s"] = time.perf_counter() - t
@@ -144,9 +151,11 @@ def main() -> None:
             warmup_steps=max(1, int(0.1 * steps_per_epoch * args.epochs)),
             weight_decay=0.01,
             logging_steps=5,
-            save_strategy="no",
+            save_strategy="epoch",  # per-epoch weights stay in checkpoint-*/ for inspection
+            save_only_model=True,
             report_to="none",
             use_cpu=True,
+            bf16=args.bf16,
             seed=42,
         ),
     )
