@@ -87,9 +87,9 @@ def resolve_dtype(
     """Parameter dtype: ``auto`` → ``preferred`` on accelerators; on CPU bf16 or fp32 (see ``cpu_bf16``).
 
     Args:
-        cpu_bf16: let ``auto`` pick bf16 on a CPU that multiplies bf16 in hardware (AMX, AVX512-BF16; see
-            :func:`flagembed.engine.hardware.cpu_fast_bf16`), fp32 on other CPUs. Off for jobs that must
-            reproduce fp32 numbers (evaluation, FlagEmbedding-compatible classes, merging).
+        cpu_bf16: let ``auto`` pick bf16 on a CPU with AMX (see :func:`flagembed.engine.hardware.cpu_auto_bf16`;
+            AVX512-BF16 alone stays fp32), fp32 on other CPUs. Off for jobs that must reproduce fp32 numbers
+            (evaluation, FlagEmbedding-compatible classes, merging).
 
     An explicit dtype always wins, with one exception: fp16 on CPU has no fast kernels there (measured
     0.1 GFLOP/s against 166 fp32 and 660 bf16 on an AVX512-BF16 CPU), so it warns once and uses fp32.
@@ -98,9 +98,9 @@ def resolve_dtype(
     if dtype is None or dtype == "auto":
         if device.type != "cpu":
             return _DTYPES[preferred]
-        from flagembed.engine.hardware import cpu_fast_bf16
+        from flagembed.engine.hardware import cpu_auto_bf16
 
-        return torch.bfloat16 if cpu_bf16 and cpu_fast_bf16() else torch.float32
+        return torch.bfloat16 if cpu_bf16 and cpu_auto_bf16() else torch.float32
     if isinstance(dtype, torch.dtype):
         chosen = dtype
     elif dtype in _DTYPES:

@@ -63,11 +63,15 @@ def test_the_real_machine_is_read_once() -> None:
     assert feats is hardware.cpu_features() and feats.physical_cores >= 1 and feats.model_name
 
 
-def test_auto_is_bf16_only_on_cpus_with_hardware_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_is_bf16_only_on_cpus_with_amx(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_cpu(monkeypatch, {"amx_bf16", "avx512_bf16"})
     assert resolve_dtype("auto", CPU, cpu_bf16=True) == torch.bfloat16
     assert resolve_dtype(None, CPU, cpu_bf16=True) == torch.bfloat16
     assert resolve_dtype("auto", CPU) == torch.float32  # jobs that must reproduce fp32 numbers
+    fake_cpu(monkeypatch, {"avx512_bf16", "avx512_vnni"})  # AMD Zen 4/5: fast bf16 when asked, fp32 by default
+    assert hardware.cpu_fast_bf16() and not hardware.cpu_auto_bf16()
+    assert resolve_dtype("auto", CPU, cpu_bf16=True) == torch.float32
+    assert resolve_dtype("bf16", CPU, cpu_bf16=True) == torch.bfloat16
     fake_cpu(monkeypatch, SKYLAKE_FLAGS)
     assert resolve_dtype("auto", CPU, cpu_bf16=True) == torch.float32
     monkeypatch.setenv("FLAGEMBED_CPU_BF16", "1")
