@@ -84,10 +84,12 @@ def flagembed_rows(path: Path, batch: int, skip: set[str]) -> dict[str, Any]:
     rows["flagembed fp32"] = Embedder(path, device="cpu", dtype="fp32", **common)
     default = Embedder(path, device="cpu", **common)
     rows[f"flagembed default ({str(default.dtype).replace('torch.', '')})"] = default
+    if default.dtype != torch.bfloat16:  # the default is fp32 without AMX: bf16 on request
+        rows["flagembed bf16"] = Embedder(path, device="cpu", dtype="bf16", **common)
     if "ov-bf16" not in skip:  # the fp32 ONNX graph compiled with OpenVINO's bf16 precision hint
         rows["flagembed openvino bf16"] = Embedder(path, backend="openvino", dtype="bf16", **common)
     if "ov-int8" not in skip:
-        rows["flagembed openvino int8"] = Embedder(path, backend="openvino", quantize="int8", **common)
+        rows["flagembed openvino int8"] = Embedder(path, backend="openvino", quantize="int8", dtype="bf16", **common)
     if "ort-int8" not in skip:
         rows["flagembed onnx int8 (dynamic)"] = Embedder(path, backend="onnx", quantize="int8", **common)
     return {name: e.encode for name, e in rows.items()}
