@@ -37,6 +37,11 @@ def retrieval(
     split: str = typer.Option("test", help="Qrels split to evaluate."),
     rerank: Optional[str] = typer.Option(None, "--rerank", "--reranker", help="Reranker to rescore the top hits with."),
     rerank_top_k: int = typer.Option(100, "--rerank-top-k", help="Hits per query to rerank."),
+    rerank_weight: float = typer.Option(
+        1.0,
+        "--rerank-weight",
+        help="1: rank by reranker scores alone; below 1: w*z(reranker) + (1-w)*z(retriever) per query.",
+    ),
     modes: str = typer.Option(
         "dense", help="Comma-separated: dense, bm25, dense+bm25 (any model); M3: sparse, colbert, dense+sparse, hybrid."
     ),
@@ -70,6 +75,7 @@ def retrieval(
             modes=_split_list(modes),
             rerank=rerank,
             rerank_top_k=rerank_top_k,
+            rerank_weight=rerank_weight,
             search_top_k=search_top_k,
             k_values=ks,
             ignore_identical_ids=ignore_identical_ids,

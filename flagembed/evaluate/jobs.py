@@ -14,7 +14,7 @@ from flagembed.engine.devices import reference_dtype
 from flagembed.evaluate.loaders import load_pairs, load_retrieval
 from flagembed.evaluate.metrics import DEFAULT_K
 from flagembed.evaluate.report import EvalResult, plot_curves, write_report, write_result
-from flagembed.evaluate.retrieval import LEXICAL, Mode, check_retrieval_args, evaluate_retrieval
+from flagembed.evaluate.retrieval import LEXICAL, Mode, check_rerank_weight, check_retrieval_args, evaluate_retrieval
 from flagembed.evaluate.sts import evaluate_sts
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,11 @@ def load_reranker(name: str, **kwargs: Any) -> Any:
     return getattr(inference, cls)(name, **kwargs)
 
 
+def _reranker_label(rerank: str, weight: float) -> str:
+    """The reranker's label, with the fusion weight when its scores are mixed with the retriever's."""
+    return model_label(rerank) if weight == 1.0 else f"{model_label(rerank)}-fused-w{weight:g}"
+
+
 def retrieval_job(
     model: str,
     data: str | os.PathLike[str],
@@ -84,6 +89,7 @@ def retrieval_job(
     modes: Sequence[Mode] = ("dense",),
     rerank: str | None = None,
     rerank_top_k: int = 100,
+    rerank_weight: float = 1.0,
     search_top_k: int = 1000,
     k_values: Sequence[int] = DEFAULT_K,
     ignore_identical_ids: bool = False,
@@ -96,11 +102,13 @@ def retrieval_job(
     """Evaluate ``model`` (and optionally ``rerank``) on a retrieval folder; write JSON, markdown (and a PNG).
 
     Files: ``<output>/<model label>/<reranker label|NoReranker>/<dataset>-<split>.json`` (+ ``.search.json``;
-    labels from :func:`model_label`), ``<output>/eval_results.md`` (regenerated from every result under
-    ``output``), ``<output>/recall_at_k.png`` with ``plot``. Embeddings are cached under ``cache_dir`` (default
+    labels from :func:`model_label`; a fused reranker is labelled ``<label>-fused-w<weight>``),
+    ``<output>/eval_results.md`` (regenerated from every result under ``output``), ``<output>/recall_at_k.png``
+    with ``plot``. Embeddings are cached under ``cache_dir`` (default
     ``<output>/embedding_cache``). Arguments and data are checked before any model is loaded.
     """
     check_retrieval_args(modes, k_values, search_top_k, rerank_top_k if rerank else None)
+    rerank_weight = check_rerank_weight(rerank_weight)
     check_output_dir(output)
     if store is not None:
         from flagembed.index.milvus import parse_store
@@ -118,10 +126,11 @@ def retrieval_job(
         k_values=k_values,
         reranker=reranker,
         rerank_top_k=rerank_top_k,
+        rerank_weight=rerank_weight,
         ignore_identical_ids=ignore_identical_ids,
         cache_dir=cache_dir if cache_dir is not None else Path(output) / "embedding_cache",
         model_name=model_label(model),
-        reranker_name=model_label(rerank) if rerank else None,
+        reranker_name=_reranker_label(rerank, rerank_weight) if rerank else None,
         store=store,
     )
     for r in results:

@@ -3,6 +3,9 @@
 Follows FlagEmbedding's pipeline (REFERENCE.md §4.2): documents are ``f"{title} {text}".strip()``, queries get
 the model's query instruction, the corpus is searched exactly (faiss flat, inner product), a reranker rescores
 each query's top ``rerank_top_k`` with one ``compute_score`` call and its scores replace the retrieval scores.
+With ``rerank_weight < 1`` the two are fused instead (:func:`fuse_scores`): both are z-scored per query over the
+reranked hits and mixed ``w * reranker + (1 - w) * retriever`` -- the usual guard when an in-domain reranker
+trained on little data is not reliably better than the retriever it reranks.
 """
 
 from __future__ import annotations
@@ -101,10 +104,43 @@ def dense_search(
     return run
 
 
-def rerank_run(reranker: Scorer, run: Run, data: RetrievalData, top_k: int = 100) -> Run:
-    """Rescore each query's ``top_k`` hits with ``reranker`` in one ``compute_score`` call; keep only those."""
+def _zscore(values: np.ndarray) -> np.ndarray:
+    std = values.std()
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+
+
+def fuse_scores(rerank_scores: dict[str, float], retrieval_scores: dict[str, float], weight: float) -> dict[str, float]:
+    """One query's fused scores: ``weight * z(rerank) + (1 - weight) * z(retrieval)`` over the same hits.
+
+    z-scoring per query puts a cross-encoder's logits and an embedder's cosines on one scale (their raw ranges
+    differ by orders of magnitude); ``weight = 1`` keeps the reranker's raw scores, ``0`` the retriever's.
+    """
+    if weight == 1.0 or not rerank_scores:
+        return dict(rerank_scores)
+    ids = list(rerank_scores)
+    r = _zscore(np.array([rerank_scores[d] for d in ids], dtype=np.float64))
+    b = _zscore(np.array([retrieval_scores[d] for d in ids], dtype=np.float64))
+    return {d: float(s) for d, s in zip(ids, weight * r + (1.0 - weight) * b)}
+
+
+def check_rerank_weight(weight: float) -> float:
+    """``weight`` as a float in [0, 1], else a ValueError naming it."""
+    weight = float(weight)
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"rerank_weight must be in [0, 1] (1: reranker scores only), got {weight}")
+    return weight
+
+
+def rerank_run(
+    reranker: Scorer, run: Run, data: RetrievalData, top_k: int = 100, *, rerank_weight: float = 1.0
+) -> Run:
+    """Rescore each query's ``top_k`` hits with ``reranker`` in one ``compute_score`` call; keep only those.
+
+    ``rerank_weight < 1`` fuses the reranker's and the retriever's scores per query (:func:`fuse_scores`).
+    """
     if top_k < 1:
         raise ValueError(f"rerank_top_k must be >= 1, got {top_k}")
+    rerank_weight = check_rerank_weight(rerank_weight)
     texts = dict(zip(data.corpus, data.doc_texts()))
     keys: list[tuple[str, str]] = []
     for qid, hits in run.items():
@@ -119,6 +155,8 @@ def rerank_run(reranker: Scorer, run: Run, data: RetrievalData, top_k: int = 100
     out: Run = {qid: {} for qid in run}
     for (qid, did), s in zip(keys, scores):
         out[qid][did] = float(s)
+    if rerank_weight < 1.0:
+        out = {qid: fuse_scores(hits, run[qid], rerank_weight) for qid, hits in out.items()}
     return out
 
 
@@ -291,6 +329,7 @@ def evaluate_retrieval(
     k_values: Sequence[int] = DEFAULT_K,
     reranker: Scorer | None = None,
     rerank_top_k: int = 100,
+    rerank_weight: float = 1.0,
     ignore_identical_ids: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     model_name: str | None = None,
@@ -308,6 +347,8 @@ def evaluate_retrieval(
         search_top_k: hits kept per query; must be >= every k (metrics at k need k hits).
         reranker: optional object with ``compute_score(pairs)``; reranks the top ``rerank_top_k``. The reranked
             results have metrics only at k <= ``rerank_top_k`` (their lists hold that many hits).
+        rerank_weight: 1 (default, as the reference) ranks by the reranker's scores alone; below 1 the per-query
+            z-scored reranker and retriever scores are mixed ``w * reranker + (1 - w) * retriever``.
         ignore_identical_ids: drop hits whose document id equals the query id (e.g. duplicate-question sets).
         cache_dir: embedding cache folder; reruns with the same configuration skip encoding.
         store: search a Milvus collection instead of the in-process indexes (``file.db[#name]`` for Milvus
@@ -322,6 +363,7 @@ def evaluate_retrieval(
             embedder.
     """
     ks = check_retrieval_args(modes, k_values, search_top_k, rerank_top_k if reranker is not None else None)
+    rerank_weight = check_rerank_weight(rerank_weight)
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     config = model_config(model)
     name = model_name or str(config.get("name") or type(model).__name__)
@@ -355,7 +397,7 @@ def evaluate_retrieval(
         stages: list[tuple[str | None, Run, float]] = [(None, run, retrieval_seconds)]
         if reranker is not None:
             start = time.perf_counter()
-            reranked = rerank_run(reranker, run, data, rerank_top_k)
+            reranked = rerank_run(reranker, run, data, rerank_top_k, rerank_weight=rerank_weight)
             rname = reranker_name or _scorer_name(reranker)
             stages.append((rname, reranked, retrieval_seconds + time.perf_counter() - start))
         for rname, stage_run, seconds in stages:
@@ -366,7 +408,7 @@ def evaluate_retrieval(
             scores = evaluate_run(data.qrels, stage_run, stage_ks)
             cfg = {"model": config, "eval": {**args, "mode": mode, **({"store": store} if store else {})}}
             if rname is not None:
-                cfg["reranker"] = {"name": rname, "rerank_top_k": rerank_top_k}
+                cfg["reranker"] = {"name": rname, "rerank_top_k": rerank_top_k, "rerank_weight": rerank_weight}
             results.append(
                 EvalResult(
                     task="retrieval",

@@ -112,6 +112,26 @@ def test_eval_retrieval_with_reranker(tiny_bert, tmp_path):
         assert list(docs.values()) == pytest.approx(list(np.ravel(direct)), abs=1e-4)
 
 
+def test_eval_retrieval_fused_reranker_and_bad_weight(tiny_bert, tmp_path):
+    import tiny_models
+
+    from flagembed.evaluate.report import load_results
+
+    rr_path = tiny_models.build_bert(tmp_path / "tiny-rr", classifier=True)
+    data_dir = write_beir(tmp_path / "toy")
+    out = tmp_path / "out"
+    base = ["eval", "retrieval", "-m", str(tiny_bert), "-d", str(data_dir), "-o", str(out), "--k-values", "1,3",
+            "--rerank", str(rr_path), "--rerank-top-k", "3", "--device", "cpu"]  # fmt: skip
+    bad = runner.invoke(app, [*base, "--rerank-weight", "1.5"])
+    assert bad.exit_code == 2 and "rerank_weight must be in [0, 1]" in _error_line(bad)
+    assert not out.exists()  # checked before anything is written or loaded
+    res = runner.invoke(app, [*base, "--rerank-weight", "0.7"])
+    assert res.exit_code == 0, res.output
+    fused = [r for r in load_results(out) if r.reranker]
+    assert len(fused) == 1 and fused[0].reranker.endswith("-fused-w0.7")
+    assert fused[0].config["reranker"]["rerank_weight"] == 0.7
+
+
 def _sts_folder(root, splits=(("train", 6), ("valid", 5), ("test", 4))):
     root.mkdir(parents=True)
     words = ["cat", "dog", "rain", "bread", "stock", "city", "window", "flour"]

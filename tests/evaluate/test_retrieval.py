@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from flagembed.evaluate import evaluate_retrieval, load_retrieval
-from flagembed.evaluate.retrieval import check_retrieval_args, dense_search, main_k, rerank_run, summary_metrics
+from flagembed.evaluate.retrieval import (
+    check_retrieval_args,
+    dense_search,
+    fuse_scores,
+    main_k,
+    rerank_run,
+    summary_metrics,
+)
 
 pytrec_eval = pytest.importorskip("pytrec_eval")
 
@@ -79,6 +86,51 @@ def test_rerank_rejects_wrong_score_count(beir_dir):
 
     with pytest.raises(ValueError, match="returned 1 scores"):
         rerank_run(Broken(), {"q1": {"d1": 1.0, "d2": 0.5}}, data, 2)
+
+
+def test_fuse_scores_by_hand():
+    rerank = {"a": 4.0, "b": 0.0, "c": 2.0}  # logits: b < c < a
+    retrieval = {"a": 0.50, "b": 0.90, "c": 0.70}  # cosines: a < c < b
+    got = fuse_scores(rerank, retrieval, 0.75)
+    r = np.array([4.0, 0.0, 2.0])
+    b = np.array([0.5, 0.9, 0.7])
+    want = 0.75 * (r - r.mean()) / r.std() + 0.25 * (b - b.mean()) / b.std()  # population std, per query
+    assert list(got) == ["a", "b", "c"]
+    assert [got[d] for d in "abc"] == pytest.approx(list(want), abs=1e-12)
+    assert fuse_scores(rerank, retrieval, 1.0) == rerank  # 1: the raw reranker scores
+    zero = fuse_scores(rerank, retrieval, 0.0)
+    assert sorted(zero, key=zero.get) == ["a", "c", "b"]  # 0: the retriever's order
+    flat = fuse_scores({"a": 1.0, "b": 1.0}, {"a": 0.2, "b": 0.4}, 0.5)  # a constant side adds nothing
+    assert flat["b"] > flat["a"] and flat["a"] == pytest.approx(-0.5)
+
+
+def test_rerank_run_fuses_with_the_retrieval_scores(beir_dir):
+    data = load_retrieval(beir_dir)
+    qid = next(iter(data.queries))
+    docs = data.doc_ids()[:3]
+    run = {qid: {docs[0]: 0.9, docs[1]: 0.5, docs[2]: 0.1}}
+    reranker = KeywordReranker()
+    raw = rerank_run(reranker, run, data, 3)
+    fused = rerank_run(reranker, run, data, 3, rerank_weight=0.4)
+    assert fused[qid] == pytest.approx(fuse_scores(raw[qid], run[qid], 0.4))
+    assert reranker.calls == 2
+    with pytest.raises(ValueError, match=r"rerank_weight must be in \[0, 1\].*got 1.5"):
+        rerank_run(reranker, run, data, 3, rerank_weight=1.5)
+
+
+def test_fused_reranking_in_evaluate_retrieval(tiny_embedder, beir_dir):
+    data = load_retrieval(beir_dir)
+    base, fused = evaluate_retrieval(
+        tiny_embedder, data, reranker=KeywordReranker(), rerank_top_k=3, rerank_weight=0.5, k_values=(1, 3)
+    )
+    assert fused.config["reranker"]["rerank_weight"] == 0.5
+    for qid, hits in fused.search_results.items():
+        top3 = dict(sorted(base.search_results[qid].items(), key=lambda kv: -kv[1])[:3])
+        raw = {d: float(len(set(data.queries[qid].split()) & set(t.split())))
+               for d, t in zip(data.doc_ids(), data.doc_texts()) if d in top3}  # fmt: skip
+        assert hits == pytest.approx(fuse_scores(raw, top3, 0.5))
+    with pytest.raises(ValueError, match="rerank_weight"):
+        evaluate_retrieval(tiny_embedder, data, reranker=KeywordReranker(), rerank_weight=-0.1)
 
 
 def test_unknown_modes_and_m3_modes_need_m3(tiny_embedder, beir_dir):
