@@ -71,3 +71,31 @@ def test_eval_sts(ws, local_embedder):
     assert metrics["cosine_spearman"] == pytest.approx(want, abs=1e-4)
     assert _printed(metrics["cosine_spearman"], res.stdout), res.stdout
     assert "50" in res.stdout  # the pair count
+
+
+def test_eval_retrieval_fused_rerank_with_the_bundled_name(ws_name, tiny_cross_encoder):
+    """``--rerank-weight`` in a fresh process: the stored fused scores are ``fuse_scores`` of the retriever's
+    stored scores and the reranker's own ``compute_score``; a weight outside [0, 1] is a one-line error."""
+    from flagembed.evaluate import load_retrieval
+    from flagembed.evaluate.retrieval import fuse_scores
+    from flagembed.inference import Reranker
+
+    args = ["eval", "retrieval", "-m", ws_name.model, "-d", "scifact", "--split", "train", "-o", "eval-fused",
+            "--k-values", "1,5", "--search-top-k", "5", "--rerank", str(tiny_cross_encoder), "--rerank-top-k", "5"]
+    bad = ws_name.run(*args, "--rerank-weight", "2", check=False)
+    assert_clean_error(bad, "rerank_weight", "2")
+    ws_name.run(*args, "--rerank-weight", "0.6")
+    dumps = sorted((ws_name.cwd / "eval-fused").rglob("*.search.json"))
+    plain = [p for p in dumps if "NoReranker" in p.parts]
+    fused = [p for p in dumps if any(part.endswith("-fused-w0.6") for part in p.parts)]
+    assert len(plain) == 1 and len(fused) == 1, dumps
+    base = json.loads(plain[0].read_text(encoding="utf-8"))
+    got = json.loads(fused[0].read_text(encoding="utf-8"))
+    data = load_retrieval(ws_name.cwd / "scifact", split="train")
+    texts = dict(zip(data.doc_ids(), data.doc_texts()))
+    reranker = Reranker(str(tiny_cross_encoder), device="cpu", dtype="fp32")
+    for qid in list(got)[:5]:
+        docs = list(base[qid])
+        raw = np.ravel(reranker.compute_score([(data.queries[qid], texts[d]) for d in docs]))
+        want = fuse_scores(dict(zip(docs, map(float, raw))), base[qid], 0.6)
+        assert got[qid] == pytest.approx(want, abs=1e-4), qid
