@@ -45,6 +45,9 @@ def retrieval(
     modes: str = typer.Option(
         "dense", help="Comma-separated: dense, bm25, dense+bm25 (any model); M3: sparse, colbert, dense+sparse, hybrid."
     ),
+    m3_weights: Optional[str] = typer.Option(
+        None, "--m3-weights", help="Weights of dense,sparse,colbert in hybrid / dense+sparse (default 0.4,0.2,0.4)."
+    ),
     search_top_k: int = typer.Option(1000, "--search-top-k", help="Hits kept per query (>= every k)."),
     k_values: str = typer.Option("1,3,5,10,100,1000", "--k-values", help="Comma-separated cutoffs (<= top-k)."),
     ignore_identical_ids: bool = typer.Option(False, "--ignore-identical-ids", help="Drop hits with id == query id."),
@@ -76,6 +79,7 @@ def retrieval(
             rerank=rerank,
             rerank_top_k=rerank_top_k,
             rerank_weight=rerank_weight,
+            m3_weights=m3_weights,
             search_top_k=search_top_k,
             k_values=ks,
             ignore_identical_ids=ignore_identical_ids,

@@ -14,7 +14,14 @@ from flagembed.engine.devices import reference_dtype
 from flagembed.evaluate.loaders import load_pairs, load_retrieval
 from flagembed.evaluate.metrics import DEFAULT_K
 from flagembed.evaluate.report import EvalResult, plot_curves, write_report, write_result
-from flagembed.evaluate.retrieval import LEXICAL, Mode, check_rerank_weight, check_retrieval_args, evaluate_retrieval
+from flagembed.evaluate.retrieval import (
+    LEXICAL,
+    Mode,
+    check_m3_weights,
+    check_rerank_weight,
+    check_retrieval_args,
+    evaluate_retrieval,
+)
 from flagembed.evaluate.sts import evaluate_sts
 
 logger = logging.getLogger(__name__)
@@ -90,6 +97,7 @@ def retrieval_job(
     rerank: str | None = None,
     rerank_top_k: int = 100,
     rerank_weight: float = 1.0,
+    m3_weights: Any = None,
     search_top_k: int = 1000,
     k_values: Sequence[int] = DEFAULT_K,
     ignore_identical_ids: bool = False,
@@ -109,6 +117,7 @@ def retrieval_job(
     """
     check_retrieval_args(modes, k_values, search_top_k, rerank_top_k if rerank else None)
     rerank_weight = check_rerank_weight(rerank_weight)
+    m3_weights = check_m3_weights(m3_weights, modes)
     check_output_dir(output)
     if store is not None:
         from flagembed.index.milvus import parse_store
@@ -127,6 +136,7 @@ def retrieval_job(
         reranker=reranker,
         rerank_top_k=rerank_top_k,
         rerank_weight=rerank_weight,
+        m3_weights=m3_weights,
         ignore_identical_ids=ignore_identical_ids,
         cache_dir=cache_dir if cache_dir is not None else Path(output) / "embedding_cache",
         model_name=model_label(model),

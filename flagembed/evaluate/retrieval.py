@@ -177,10 +177,33 @@ def _m3_searcher(model: Any, data: RetrievalData, modes: Sequence[str], progress
     )
 
 
-def _m3_search(searcher: Any, mode: str, data: RetrievalData, top_k: int, ignore_identical_ids: bool) -> Run:
+def check_m3_weights(weights: Any, modes: Sequence[str]) -> dict[str, float] | None:
+    """Weights of the fused M3 modes (``dense``, ``sparse``, ``colbert``; a mapping or "d,s,c"), checked for every
+    fused mode in ``modes``; None keeps the searcher's defaults.
+
+    Raises:
+        ValueError: a malformed weight, or weights that give a fused mode in ``modes`` a zero sum.
+    """
+    if weights is None:
+        return None
+    from flagembed.index.options import check_weights
+
+    full = check_weights(weights, ["dense", "sparse", "colbert"])
+    for mode in modes:
+        parts = M3_FUSED.get(mode)
+        if parts and sum(full[p] for p in parts) <= 0:
+            raise ValueError(f"m3 weights {full} give mode {mode!r} ({'+'.join(parts)}) a zero sum")
+    return full
+
+
+def _m3_search(
+    searcher: Any, mode: str, data: RetrievalData, top_k: int, ignore_identical_ids: bool,
+    weights: dict[str, float] | None = None,
+) -> Run:  # fmt: skip
     modes = M3_FUSED.get(mode, [mode])
     depth = min(top_k + (1 if ignore_identical_ids else 0), len(data.corpus))
-    hits = searcher.search(list(data.queries.values()), top_k=max(depth, 1), modes=modes)
+    w = {m: weights[m] for m in modes} if weights is not None and len(modes) > 1 else None
+    hits = searcher.search(list(data.queries.values()), top_k=max(depth, 1), modes=modes, weights=w)
     run: Run = {}
     for qid, ids, scores in zip(data.queries, hits.ids, hits.scores):
         pairs = [(d, float(s)) for d, s in zip(ids, scores) if not (ignore_identical_ids and d == qid)]
@@ -330,6 +353,7 @@ def evaluate_retrieval(
     reranker: Scorer | None = None,
     rerank_top_k: int = 100,
     rerank_weight: float = 1.0,
+    m3_weights: Any = None,
     ignore_identical_ids: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     model_name: str | None = None,
@@ -349,6 +373,8 @@ def evaluate_retrieval(
             results have metrics only at k <= ``rerank_top_k`` (their lists hold that many hits).
         rerank_weight: 1 (default, as the reference) ranks by the reranker's scores alone; below 1 the per-query
             z-scored reranker and retriever scores are mixed ``w * reranker + (1 - w) * retriever``.
+        m3_weights: weights of ``dense``, ``sparse``, ``colbert`` in the fused M3 modes (``hybrid`` and
+            ``dense+sparse`` use their parts), as a mapping or ``"0.4,0.2,0.4"``; None: 0.4 / 0.2 / 0.4.
         ignore_identical_ids: drop hits whose document id equals the query id (e.g. duplicate-question sets).
         cache_dir: embedding cache folder; reruns with the same configuration skip encoding.
         store: search a Milvus collection instead of the in-process indexes (``file.db[#name]`` for Milvus
@@ -364,6 +390,7 @@ def evaluate_retrieval(
     """
     ks = check_retrieval_args(modes, k_values, search_top_k, rerank_top_k if reranker is not None else None)
     rerank_weight = check_rerank_weight(rerank_weight)
+    m3_weights = check_m3_weights(m3_weights, modes)
     cache = EmbeddingCache(cache_dir) if cache_dir is not None else None
     config = model_config(model)
     name = model_name or str(config.get("name") or type(model).__name__)
@@ -372,6 +399,7 @@ def evaluate_retrieval(
         "k_values": ks,
         "ignore_identical_ids": ignore_identical_ids,
         "corpus": data.fingerprint(),
+        **({"m3_weights": m3_weights} if m3_weights is not None else {}),
     }
     results: list[EvalResult] = []
     m3_modes = [m for m in modes if m != "dense" and m not in LEXICAL]
@@ -392,7 +420,7 @@ def evaluate_retrieval(
         elif mode in LEXICAL:
             run = _bm25_run(model, data, mode, search_top_k, ignore_identical_ids, cache, show_progress)
         else:
-            run = _m3_search(searcher, mode, data, search_top_k, ignore_identical_ids)
+            run = _m3_search(searcher, mode, data, search_top_k, ignore_identical_ids, m3_weights)
         retrieval_seconds = time.perf_counter() - start
         stages: list[tuple[str | None, Run, float]] = [(None, run, retrieval_seconds)]
         if reranker is not None:

@@ -132,6 +132,14 @@ def test_eval_retrieval_fused_reranker_and_bad_weight(tiny_bert, tmp_path):
     assert fused[0].config["reranker"]["rerank_weight"] == 0.7
 
 
+def test_eval_retrieval_bad_m3_weights_is_one_line_error(tiny_bert, tmp_path):
+    data_dir = write_beir(tmp_path / "toy")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["eval", "retrieval", "-m", str(tiny_bert), "-d", str(data_dir), "-o", str(out),
+                              "--modes", "hybrid", "--m3-weights", "0.4,x,0.4", "--device", "cpu"])  # fmt: skip
+    assert "weights must be numbers" in _error_line(res) and not out.exists()
+
+
 def _sts_folder(root, splits=(("train", 6), ("valid", 5), ("test", 4))):
     root.mkdir(parents=True)
     words = ["cat", "dog", "rain", "bread", "stock", "city", "window", "flour"]

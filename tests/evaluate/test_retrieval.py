@@ -171,6 +171,31 @@ def test_m3_modes_match_brute_force(tmp_path, beir_dir):
                 assert got.get(did, 0.0) == pytest.approx(want, abs=1e-4), (r.mode, qid, did)
 
 
+def test_m3_weights_reweight_the_fused_modes(tmp_path, beir_dir):
+    from tiny_m3 import build_m3
+
+    from flagembed.inference import M3Embedder
+
+    m3 = M3Embedder(build_m3(tmp_path / "m3"), device="cpu")
+    data = load_retrieval(beir_dir)
+    hybrid, dense_sparse = evaluate_retrieval(m3, data, modes=("hybrid", "dense+sparse"), k_values=(1, 3),
+                                              m3_weights="1,0,3")  # fmt: skip
+    assert hybrid.config["eval"]["m3_weights"] == {"dense": 1.0, "sparse": 0.0, "colbert": 3.0}
+    q = m3.encode_queries(list(data.queries.values()), return_colbert_vecs=True)
+    d = m3.encode_corpus(data.doc_texts(), return_colbert_vecs=True)
+    dense = q["dense_vecs"] @ d["dense_vecs"].T
+    colbert = np.array([[float(m3.colbert_score(a, b)) for b in d["colbert_vecs"]] for a in q["colbert_vecs"]])
+    for i, qid in enumerate(data.queries):
+        for j, did in enumerate(data.doc_ids()):
+            want = (dense[i, j] + 3 * colbert[i, j]) / 4  # weights renormalised to sum 1
+            assert hybrid.search_results[qid][did] == pytest.approx(want, abs=1e-4)
+            assert dense_sparse.search_results[qid].get(did, 0.0) == pytest.approx(dense[i, j], abs=1e-4)
+    with pytest.raises(ValueError, match="zero sum"):
+        evaluate_retrieval(m3, data, modes=("dense+sparse",), m3_weights="0,0,1")
+    with pytest.raises(ValueError, match="got 2 weights for 3 modes"):
+        evaluate_retrieval(m3, data, modes=("hybrid",), m3_weights="1,2")
+
+
 def test_top_k_below_a_cutoff_is_refused(tiny_embedder, beir_dir):
     data = load_retrieval(beir_dir)
     with pytest.raises(ValueError, match="k = 100 exceeds search_top_k = 5"):
