@@ -99,3 +99,11 @@ def test_eval_retrieval_fused_rerank_with_the_bundled_name(ws_name, tiny_cross_e
         raw = np.ravel(reranker.compute_score([(data.queries[qid], texts[d]) for d in docs]))
         want = fuse_scores(dict(zip(docs, map(float, raw))), base[qid], 0.6)
         assert got[qid] == pytest.approx(want, abs=1e-4), qid
+
+
+def test_eval_retrieval_bad_m3_weights_with_the_bundled_name(ws_name):
+    """``--m3-weights`` is checked before the model loads, in a fresh process, with one line naming the value."""
+    res = ws_name.run("eval", "retrieval", "-m", ws_name.model, "-d", "scifact", "--split", "train", "-o", "m3w-out",
+                      "--modes", "hybrid", "--m3-weights", "1,0", check=False)  # fmt: skip
+    assert_clean_error(res, "2 weights for 3 modes")
+    assert not (ws_name.cwd / "m3w-out").exists()
