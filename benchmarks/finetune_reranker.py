@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, print_table, write_json  # noqa: E402
+from _common import ROOT, add_bf16_option, print_table, training_bf16, write_json  # noqa: E402
 from finetune_scifact import load_split  # noqa: E402
 
 
@@ -66,13 +66,9 @@ def main() -> None:
     ap.add_argument("--eval-queries", type=int, default=0, help="evaluate only the first N dev claims (0: all)")
     ap.add_argument("--depths", default="10,20,30", help="rerank depths the calibration claims choose from")
     ap.add_argument("--weights", default="0.5,0.6,0.7,0.8,0.9,1.0", help="fusion weights to choose from")
-    ap.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                    help="bf16 autocast in training (default: on where the CPU multiplies bf16 in hardware)")
+    add_bf16_option(ap)
     args = ap.parse_args()
-    if args.bf16 is None:
-        from flagembed.engine.hardware import cpu_fast_bf16
-
-        args.bf16 = cpu_fast_bf16()
+    args.bf16 = training_bf16(args.bf16)
 
     from flagembed.evaluate.cache import EmbeddingCache
     from flagembed.evaluate.loaders import load_retrieval

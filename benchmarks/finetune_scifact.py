@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED, print_table, write_json  # noqa: E402
+from _common import ROOT, SHARED, contrastive_finetune, print_table, write_json, write_jsonl  # noqa: E402
 
 
 def load_split(seed: int = 0, n_dev: int = 100) -> tuple[list[str], list[str], dict, dict, dict]:
@@ -77,7 +77,6 @@ def main() -> None:
     args = ap.parse_args()
 
     from flagembed.inference import Embedder
-    from flagembed.train import DataArguments, EmbedderTrainingArguments, ModelArguments, finetune_embedder
     from flagembed.train.mining import mine_hard_negatives
 
     out = Path(args.output)
@@ -105,38 +104,17 @@ def main() -> None:
         base, examples, candidate_pool=texts, corpus_vectors=base_vecs, range_for_sampling="10-210", negative_number=15
     )
     times["mine_s"] = time.perf_counter() - t
-    data_file = out / "scifact_train_minedHN.jsonl"
-    with open(data_file, "w", encoding="utf-8") as f:
-        for rec in mined:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    data_file = write_jsonl(out / "scifact_train_minedHN.jsonl", mined)
     print(f"mined: {stats.as_dict()}", flush=True)
 
     model_dir = out / "model"
     t, cpu = time.perf_counter(), time.process_time()
-    result = finetune_embedder(
-        ModelArguments(model_name_or_path="all-MiniLM-L6-v2"),
-        DataArguments(
-            train_data=[str(data_file)],
-            train_group_size=args.group_size,
-            query_max_len=64,
-            passage_max_len=args.max_length,
-        ),
-        EmbedderTrainingArguments(
-            output_dir=str(model_dir),
-            learning_rate=args.lr,
-            num_train_epochs=args.epochs,
-            max_steps=args.max_steps,
-            per_device_train_batch_size=args.batch_size,
-            warmup_steps=max(1, int(0.1 * len(train) // args.batch_size * args.epochs)),
-            temperature=args.temperature,
-            logging_steps=5,
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            seed=42,
-            dataloader_drop_last=True,
-        ),
-    )
+    result = contrastive_finetune(
+        "all-MiniLM-L6-v2", data_file, model_dir, group_size=args.group_size, passage_max_len=args.max_length,
+        warmup_steps=max(1, int(0.1 * len(train) // args.batch_size * args.epochs)), learning_rate=args.lr,
+        num_train_epochs=args.epochs, max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+        temperature=args.temperature,
+    )  # fmt: skip
     times["finetune_s"] = time.perf_counter() - t
     times["finetune_cpu_s"] = time.process_time() - cpu
     print(f"trained {result.global_step} steps in {times['finetune_s']:.0f}s, loss {result.train_loss:.4f}", flush=True)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, print_table, write_json  # noqa: E402
+from _common import ROOT, add_bf16_option, contrastive_finetune, print_table, training_bf16, write_json  # noqa: E402
 from finetune_m3 import corpus_pool, eval_pool, mined_examples  # noqa: E402
 from finetune_scifact import load_split, ndcg_at_10  # noqa: E402
 
@@ -49,11 +49,12 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=88)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--temperature", type=float, default=0.05)
+    add_bf16_option(ap)
     args = ap.parse_args()
+    args.bf16 = training_bf16(args.bf16)
 
     from transformers import TrainingArguments
 
-    from flagembed.train import DataArguments, EmbedderTrainingArguments, ModelArguments, finetune_embedder
     from flagembed.train.retromae import RetroMAEArguments, pretrain_retromae
 
     out = Path(args.output)
@@ -68,20 +69,11 @@ def main() -> None:
         model_dir = out / name
         shutil.rmtree(model_dir, ignore_errors=True)
         t = time.perf_counter()
-        finetune_embedder(
-            ModelArguments(model_name_or_path=start),
-            DataArguments(
-                train_data=[str(data_file)],
-                train_group_size=args.group_size,
-                query_max_len=64,
-                passage_max_len=args.max_length,
-            ),
-            EmbedderTrainingArguments(
-                output_dir=str(model_dir), learning_rate=args.lr, max_steps=args.max_steps,
-                per_device_train_batch_size=args.batch_size, warmup_steps=max(1, args.max_steps // 10),
-                temperature=args.temperature, sentence_pooling_method="mean", logging_steps=5, save_strategy="no",
-                report_to="none", use_cpu=True, seed=42, dataloader_drop_last=True, loss_plot=False,
-            ),
+        contrastive_finetune(
+            start, data_file, model_dir, group_size=args.group_size, passage_max_len=args.max_length,
+            warmup_steps=max(1, args.max_steps // 10), learning_rate=args.lr, max_steps=args.max_steps,
+            per_device_train_batch_size=args.batch_size, temperature=args.temperature,
+            sentence_pooling_method="mean", loss_plot=False, bf16=args.bf16,
         )  # fmt: skip
         times[f"finetune_{name}_s"] = time.perf_counter() - t
         return str(model_dir)
@@ -101,7 +93,7 @@ def main() -> None:
         TrainingArguments(
             output_dir=str(pre_dir), max_steps=args.pretrain_steps, per_device_train_batch_size=args.pretrain_batch,
             learning_rate=args.pretrain_lr, warmup_steps=max(1, args.pretrain_steps // 10), logging_steps=5,
-            save_strategy="no", report_to="none", use_cpu=True, seed=42, disable_tqdm=True,
+            save_strategy="no", report_to="none", use_cpu=True, seed=42, disable_tqdm=True, bf16=args.bf16,
         ),
     )  # fmt: skip
     times["pretrain_s"] = time.perf_counter() - t

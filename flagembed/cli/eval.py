@@ -59,6 +59,9 @@ def retrieval(
     store: Optional[str] = typer.Option(
         None, "--store", help="Search Milvus instead of in-process indexes: file.db[#name] or milvus://host:port/name."
     ),
+    cache_dir: Optional[Path] = typer.Option(
+        None, "--cache-dir", help="Embedding cache (default <output>/embedding_cache); M3 modes cache their indexes."
+    ),
     device: Device = None,
     dtype: DType = "auto",
     trust_remote_code: TrustRemoteCode = False,
@@ -89,6 +92,7 @@ def retrieval(
             ),
             reranker_kwargs=model_kwargs(device, dtype, trust_remote_code),
             store=store,
+            cache_dir=cache_dir,
         )
     except _ERRORS as exc:
         fail(str(exc))

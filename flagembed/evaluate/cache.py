@@ -14,13 +14,14 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from flagembed._io import save_json, save_npy
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SETTING_FIELDS = (
     "name",
@@ -100,6 +101,25 @@ class EmbeddingCache:
         save_npy(path, array)
         save_json(path.with_suffix(".json"), {"key": key, "shape": list(array.shape), "config": dict(config)})
         return array
+
+
+    def get_or_build(self, config: Mapping[str, Any], build: Callable[[], T], save: Callable[[T, Path], None],
+                     load: Callable[[Path], T]) -> T:  # fmt: skip
+        """Like :meth:`get_or_compute` for an object saved as a folder ``directory/<key>/`` (e.g. an index).
+
+        ``save(obj, folder)`` must write the folder atomically (a half-written one is never read back).
+        """
+        key = config_hash(config)
+        folder = self.directory / key
+        if folder.is_dir():
+            self.hits += 1
+            logger.info("embedding cache hit %s", folder)
+            return load(folder)
+        self.misses += 1
+        obj = build()
+        save(obj, folder)
+        save_json(self.directory / f"{key}.json", {"key": key, "folder": key, "config": dict(config)})
+        return obj
 
 
 def cached_encode(

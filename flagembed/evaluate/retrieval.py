@@ -160,8 +160,19 @@ def rerank_run(
     return out
 
 
-def _m3_searcher(model: Any, data: RetrievalData, modes: Sequence[str], progress: bool | None) -> Any:
-    """One HybridSearcher over the corpus with every index the M3 modes in ``modes`` need (one encoding pass)."""
+def m3_searcher(
+    model: Any, data: RetrievalData, modes: Sequence[str], *, cache: EmbeddingCache | None = None,
+    show_progress: bool | None = None,
+) -> Any:  # fmt: skip
+    """A HybridSearcher over ``data``'s corpus with every index the M3 ``modes`` need, from one encoding pass.
+
+    With ``cache`` the searcher is saved there (key: the model's passage-side configuration and weights
+    fingerprint, the indexes and the corpus fingerprint) and a later call with the same key loads it instead
+    of encoding the corpus: evaluation reruns with other ``m3_weights``, or other queries over the same corpus.
+
+    Raises:
+        ValueError: ``model`` is not an ``M3Embedder``.
+    """
     from flagembed.index import HybridSearcher
     from flagembed.inference import M3Embedder
 
@@ -172,9 +183,20 @@ def _m3_searcher(model: Any, data: RetrievalData, modes: Sequence[str], progress
         )
     needed = {part for m in modes for part in M3_FUSED.get(m, [m])} & {"dense", "sparse", "colbert"}
     order = [m for m in ("dense", "sparse", "colbert") if m in needed]
-    return HybridSearcher.build(
-        model, data.doc_texts(), data.doc_ids(), modes=order, show_progress=progress, store_docs=False
-    )
+
+    def build() -> Any:
+        return HybridSearcher.build(
+            model, data.doc_texts(), data.doc_ids(), modes=order, show_progress=show_progress, store_docs=False
+        )
+
+    if cache is None:
+        return build()
+    from flagembed.index.identity import model_info
+
+    passage_side = {k: v for k, v in model_config(model).items() if not k.startswith("query_")}
+    identity = model_info(model)  # the weights' fingerprint: a model retrained in the same folder gets a new key
+    key = {**passage_side, "identity": identity, "side": "corpus", "m3_indexes": order, "texts": data.fingerprint()}
+    return cache.get_or_build(key, build, lambda s, folder: s.save(folder), lambda f: HybridSearcher.load(f, model))
 
 
 def check_m3_weights(weights: Any, modes: Sequence[str]) -> dict[str, float] | None:
@@ -366,7 +388,8 @@ def evaluate_retrieval(
     Args:
         model: an embedder with ``encode_queries`` / ``encode_corpus`` (e.g. ``flagembed.Embedder``).
         data: a split from :func:`flagembed.evaluate.load_retrieval`.
-        modes: retrieval modes; ``dense`` works with every embedder (and uses the cache); ``sparse``,
+        modes: retrieval modes; ``dense`` works with every embedder (beside other M3 modes, an ``M3Embedder``'s
+            dense hits come from their single corpus pass); ``sparse``,
             ``colbert`` and ``hybrid`` (weighted dense 0.4 + sparse 0.2 + ColBERT 0.4) need an ``M3Embedder``.
         search_top_k: hits kept per query; must be >= every k (metrics at k need k hits).
         reranker: optional object with ``compute_score(pairs)``; reranks the top ``rerank_top_k``. The reranked
@@ -376,7 +399,8 @@ def evaluate_retrieval(
         m3_weights: weights of ``dense``, ``sparse``, ``colbert`` in the fused M3 modes (``hybrid`` and
             ``dense+sparse`` use their parts), as a mapping or ``"0.4,0.2,0.4"``; None: 0.4 / 0.2 / 0.4.
         ignore_identical_ids: drop hits whose document id equals the query id (e.g. duplicate-question sets).
-        cache_dir: embedding cache folder; reruns with the same configuration skip encoding.
+        cache_dir: embedding cache folder; reruns with the same configuration skip encoding (the M3 modes cache
+            their searcher: see :func:`m3_searcher`).
         store: search a Milvus collection instead of the in-process indexes (``file.db[#name]`` for Milvus
             Lite, ``milvus://host:port/name`` for a server); dense and sparse modes only. An existing collection
             holding the corpus is reused, an absent one is created and filled.
@@ -407,13 +431,18 @@ def evaluate_retrieval(
     store_runs = _store_runs(model, data, store, modes, search_top_k, ignore_identical_ids, cache, show_progress) if (
         store is not None
     ) else {}
-    searcher = _m3_searcher(model, data, m3_modes, show_progress) if m3_modes and store is None else None
+    # with other M3 modes, dense hits come from the same corpus pass (cached as one searcher)
+    dense_in_searcher = bool(m3_modes) and "dense" in modes and store is None
+    searcher = None
+    if m3_modes and store is None:
+        wanted = [*m3_modes, *(["dense"] if dense_in_searcher else [])]
+        searcher = m3_searcher(model, data, wanted, cache=cache, show_progress=show_progress)
     for mode in modes:
         if mode not in store_runs:
             start = time.perf_counter()
         if mode in store_runs:
             run = store_runs[mode]
-        elif mode == "dense":
+        elif mode == "dense" and not dense_in_searcher:
             q, c = encode_retrieval_data(model, data, cache=cache, show_progress=show_progress)
             query_ids, doc_ids = list(data.queries), data.doc_ids()
             run = dense_search(q, c, query_ids, doc_ids, search_top_k, ignore_identical_ids=ignore_identical_ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -169,6 +171,42 @@ def test_m3_modes_match_brute_force(tmp_path, beir_dir):
             for j, did in enumerate(data.doc_ids()):
                 want = expected[r.mode][i, j]
                 assert got.get(did, 0.0) == pytest.approx(want, abs=1e-4), (r.mode, qid, did)
+
+
+def test_m3_modes_encode_the_corpus_once_dense_included(tmp_path, beir_dir, monkeypatch):
+    from tiny_m3 import build_m3
+
+    from flagembed.inference import M3Embedder
+
+    m3 = M3Embedder(build_m3(tmp_path / "m3"), device="cpu")
+    data = load_retrieval(beir_dir)
+    (alone,) = evaluate_retrieval(m3, data, modes=("dense",), k_values=(1, 3))
+    calls = []
+    encode = m3.encode_corpus
+    monkeypatch.setattr(m3, "encode_corpus", lambda *a, **kw: calls.append(kw) or encode(*a, **kw))
+    dense, _ = evaluate_retrieval(m3, data, modes=("dense", "colbert"), k_values=(1, 3))
+    assert len(calls) == 1 and calls[0]["return_colbert_vecs"]  # one pass gave both modes
+    for qid, hits in alone.search_results.items():
+        assert list(dense.search_results[qid]) == list(hits)
+        assert list(dense.search_results[qid].values()) == pytest.approx(list(hits.values()), abs=1e-5)
+    assert dense.metrics == pytest.approx(alone.metrics)
+    calls.clear()  # with a cache the searcher is saved; a rerun (other weights, same corpus) loads it
+    cache = tmp_path / "cache"
+    first = evaluate_retrieval(m3, data, modes=("dense", "hybrid"), k_values=(1, 3), cache_dir=cache)
+    assert len(calls) == 1 and first[0].stats["cache_hits"] == 0
+    again = evaluate_retrieval(m3, data, modes=("dense", "hybrid"), k_values=(1, 3), cache_dir=cache,
+                               m3_weights="1,0,1")  # fmt: skip
+    assert len(calls) == 1 and again[0].stats["cache_hits"] == 1
+    assert again[0].search_results == first[0].search_results
+    (fresh,) = evaluate_retrieval(m3, data, modes=("hybrid",), k_values=(1, 3), m3_weights="1,0,1")
+    for qid, hits in fresh.search_results.items():  # the reloaded indexes score as freshly built ones
+        assert list(again[1].search_results[qid]) == list(hits)
+        assert list(again[1].search_results[qid].values()) == pytest.approx(list(hits.values()), abs=1e-6)
+    changed = {**next(iter(data.corpus.values())), "text": "another text"}  # another corpus: a new key
+    other = dataclasses.replace(data, corpus={**data.corpus, next(iter(data.corpus)): changed})
+    calls.clear()
+    evaluate_retrieval(m3, other, modes=("hybrid",), k_values=(1, 3), cache_dir=cache)
+    assert len(calls) == 1
 
 
 def test_m3_weights_reweight_the_fused_modes(tmp_path, beir_dir):
