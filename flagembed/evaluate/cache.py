@@ -76,6 +76,12 @@ def texts_fingerprint(texts: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def cache_key(config: Mapping[str, Any]) -> str:
+    """The cache key of ``config``: its hash, leaving out the model ``name`` when the resolved ``path`` is there
+    (a local model typed as a relative or an absolute path, or a hub id and its snapshot, share entries)."""
+    return config_hash({k: v for k, v in config.items() if not (k == "name" and config.get("path"))})
+
+
 class EmbeddingCache:
     """Arrays on disk under ``directory/<key>.npy`` with a ``<key>.json`` record of the config they came from."""
 
@@ -90,7 +96,7 @@ class EmbeddingCache:
 
     def get_or_compute(self, config: Mapping[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
         """Return the cached array for ``config``, or compute, store (atomically) and return it."""
-        key = config_hash(config)
+        key = cache_key(config)
         path = self.path(key)
         if path.is_file():
             self.hits += 1
@@ -109,7 +115,7 @@ class EmbeddingCache:
 
         ``save(obj, folder)`` must write the folder atomically (a half-written one is never read back).
         """
-        key = config_hash(config)
+        key = cache_key(config)
         folder = self.directory / key
         if folder.is_dir():
             self.hits += 1

@@ -289,3 +289,27 @@ def test_rerank_option_has_the_serve_spelling_too():
     retrieval = get_command(app).commands["eval"].commands["retrieval"]  # type: ignore[attr-defined]
     opts = {o for p in retrieval.params for o in p.opts if p.name == "rerank"}
     assert opts == {"--rerank", "--reranker"}
+
+
+def test_eval_retrieval_cache_dir_shares_m3_indexes_across_outputs(tmp_path):
+    """``--cache-dir``: a second evaluation (other output, other weights) loads the first one's M3 indexes."""
+    from tiny_m3 import build_m3
+
+    from flagembed.evaluate.report import load_results
+
+    model = build_m3(tmp_path / "m3")
+    data_dir = write_beir(tmp_path / "toy")
+    cache = tmp_path / "shared-cache"
+    base = ["eval", "retrieval", "-m", str(model), "-d", str(data_dir), "--k-values", "1,3", "--modes",
+            "dense,hybrid", "--cache-dir", str(cache), "--device", "cpu"]  # fmt: skip
+    first = runner.invoke(app, [*base, "-o", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    folders = sorted(p.name for p in cache.iterdir() if p.is_dir())
+    assert len(folders) == 1 and not (tmp_path / "a" / "embedding_cache").exists()
+    second = runner.invoke(app, [*base, "-o", str(tmp_path / "b"), "--m3-weights", "1,0,1"])
+    assert second.exit_code == 0, second.output
+    results = {r.mode: r for r in load_results(tmp_path / "b")}
+    assert results["hybrid"].stats["cache_hits"] == 1 and results["hybrid"].config["eval"]["m3_weights"]["sparse"] == 0
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == folders
+    dense_a = {r.mode: r for r in load_results(tmp_path / "a")}["dense"]
+    assert results["dense"].search_results == dense_a.search_results

@@ -107,3 +107,18 @@ def test_eval_retrieval_bad_m3_weights_with_the_bundled_name(ws_name):
                       "--modes", "hybrid", "--m3-weights", "1,0", check=False)  # fmt: skip
     assert_clean_error(res, "2 weights for 3 modes")
     assert not (ws_name.cwd / "m3w-out").exists()
+
+
+def test_eval_retrieval_cache_dir_with_the_bundled_name(ws_name):
+    """``--cache-dir`` in a fresh process: a second output reuses the vectors the first run cached there."""
+    args = ["eval", "retrieval", "-m", ws_name.model, "-d", "scifact", "--split", "train", "--k-values", "1,10",
+            "--search-top-k", "10", "--cache-dir", "shared-cache"]  # fmt: skip
+    ws_name.run(*args, "-o", "out-a")
+    cached = {p: p.stat().st_mtime_ns for p in (ws_name.cwd / "shared-cache").glob("*.npy")}
+    assert len(cached) == 2 and not (ws_name.cwd / "out-a" / "embedding_cache").exists()
+    ws_name.run(*args, "-o", "out-b")
+    (second,) = find_json(ws_name.cwd / "out-b")
+    (first,) = find_json(ws_name.cwd / "out-a")
+    b, a = (json.loads(f.read_text(encoding="utf-8")) for f in (second, first))
+    assert b["stats"]["cache_hits"] == 2 and b["metrics"] == a["metrics"]
+    assert {p: p.stat().st_mtime_ns for p in (ws_name.cwd / "shared-cache").glob("*.npy")} == cached

@@ -42,6 +42,18 @@ def test_rerun_hits_cache_and_config_changes_miss(tiny_bert, beir_dir, tmp_path)
     assert len(list(cache.glob("*.npy"))) == 2 + 2 + 1  # the instruction change only re-embeds queries
 
 
+def test_a_model_typed_as_relative_or_absolute_path_shares_the_cache(tiny_bert, beir_dir, tmp_path, monkeypatch):
+    data = load_retrieval(beir_dir)
+    cache = tmp_path / "cache"
+    absolute = Counting(Embedder(str(tiny_bert), device="cpu"))
+    (a,) = evaluate_retrieval(absolute, data, cache_dir=cache, k_values=(1, 3))
+    monkeypatch.chdir(tiny_bert.parent)
+    relative = Counting(Embedder(tiny_bert.name, device="cpu"))
+    assert model_config(relative)["name"] != model_config(absolute)["name"]  # typed differently
+    (b,) = evaluate_retrieval(relative, data, cache_dir=cache, k_values=(1, 3))
+    assert relative.calls == 0 and b.stats["cache_hits"] == 2 and b.metrics == a.metrics
+
+
 def test_config_hash_is_order_independent_and_sensitive():
     assert config_hash({"a": 1, "b": 2}) == config_hash({"b": 2, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
