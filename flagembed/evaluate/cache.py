@@ -108,7 +108,6 @@ class EmbeddingCache:
         save_json(path.with_suffix(".json"), {"key": key, "shape": list(array.shape), "config": dict(config)})
         return array
 
-
     def get_or_build(self, config: Mapping[str, Any], build: Callable[[], T], save: Callable[[T, Path], None],
                      load: Callable[[Path], T]) -> T:  # fmt: skip
         """Like :meth:`get_or_compute` for an object saved as a folder ``directory/<key>/`` (e.g. an index).

@@ -431,18 +431,16 @@ def evaluate_retrieval(
     store_runs = _store_runs(model, data, store, modes, search_top_k, ignore_identical_ids, cache, show_progress) if (
         store is not None
     ) else {}
-    # with other M3 modes, dense hits come from the same corpus pass (cached as one searcher)
-    dense_in_searcher = bool(m3_modes) and "dense" in modes and store is None
     searcher = None
-    if m3_modes and store is None:
-        wanted = [*m3_modes, *(["dense"] if dense_in_searcher else [])]
-        searcher = m3_searcher(model, data, wanted, cache=cache, show_progress=show_progress)
+    if m3_modes and store is None:  # one (cached) corpus pass for every M3 mode, dense included
+        in_m3 = [m for m in modes if m not in LEXICAL]
+        searcher = m3_searcher(model, data, in_m3, cache=cache, show_progress=show_progress)
     for mode in modes:
         if mode not in store_runs:
             start = time.perf_counter()
         if mode in store_runs:
             run = store_runs[mode]
-        elif mode == "dense" and not dense_in_searcher:
+        elif mode == "dense" and searcher is None:
             q, c = encode_retrieval_data(model, data, cache=cache, show_progress=show_progress)
             query_ids, doc_ids = list(data.queries), data.doc_ids()
             run = dense_search(q, c, query_ids, doc_ids, search_top_k, ignore_identical_ids=ignore_identical_ids)
