@@ -136,11 +136,11 @@ def choose_weights(model: Path, calib_dir: Path, cache_dir: Path) -> dict:
     triple and every calibration nDCG@10 (the single modes too). The corpus indexes are saved in ``cache_dir``,
     where ``flagembed eval retrieval --cache-dir`` finds them (the corpus is encoded once per model).
     """
-    import pytrec_eval
-
     from flagembed.evaluate import load_retrieval
     from flagembed.evaluate.cache import EmbeddingCache
+    from flagembed.evaluate.metrics import evaluate_run
     from flagembed.evaluate.retrieval import m3_searcher
+    from flagembed.index.results import top_k_rows
     from flagembed.inference import M3Embedder
 
     m3 = M3Embedder(str(model), device="cpu", batch_size=64)  # as the CLI loads it: lengths from the config
@@ -156,13 +156,11 @@ def choose_weights(model: Path, calib_dir: Path, cache_dir: Path) -> dict:
         "sparse": np.asarray(ix["sparse"].scores(q.sparse, ids)),
         "colbert": np.asarray(ix["colbert"].score_all(q.colbert)),
     }
-    evaluator = pytrec_eval.RelevanceEvaluator(data.qrels, {"ndcg_cut.10"})
-
     def ndcg(w: dict[str, float]) -> float:
         fused = sum(w[m] * scores[m] for m in w)
-        top = np.argsort(-fused, axis=1)[:, :10]
-        run = {c: {ids[j]: float(fused[i, j]) for j in top[i]} for i, c in enumerate(calib)}
-        return float(np.mean([v["ndcg_cut_10"] for v in evaluator.evaluate(run).values()]))
+        rows, vals = top_k_rows(fused, 10)
+        run = {c: {ids[j]: float(v) for j, v in zip(r, vs)} for c, r, vs in zip(calib, rows, vals)}
+        return float(evaluate_run(data.qrels, run, [10], ["ndcg"]).scores["ndcg_at_10"])
 
     found = {m: ndcg({m: 1.0}) for m in scores}
     ds = {s: ndcg({"dense": 1 - s, "sparse": s}) for s in DS_SPARSE_SHARES}
